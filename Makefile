@@ -1,0 +1,59 @@
+# Two commands do everything on a fresh machine: `make up` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data/mnist
+WORKERS ?= 2
+PORT ?= 8000
+export WORKERS PORT
+
+.PHONY: up install test test-fast lint format audit train eval-canvas bench soak clean
+
+$(VENV)/.installed: requirements/*.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+## Serve the app: private Redis (or $$REDIS_URL), $$WORKERS workers, gunicorn on $$PORT.
+up: install
+	$(PY) -m scripts.stack
+
+## The whole suite: unit, integration (real Redis, workers, gunicorn), browser, compose.
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not browser and not slow"
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+audit: install
+	$(PY) -m pip_audit --progress-spinner off -r requirements/api.txt -r requirements/worker.txt -r requirements/trainer.txt
+
+## Full training run into $$MODEL_DIR (default var/models); workers hot-reload it.
+train: install
+	$(PY) -m trainer train --data $(DATA)
+
+## Accuracy on canvas-style drawings, through a running stack's /predict.
+eval-canvas: install
+	$(PY) -m scripts.eval_canvas --data $(DATA)
+
+bench: install
+	$(PY) -m scripts.bench --data $(DATA)
+
+soak: install
+	$(PY) -m scripts.soak --data $(DATA)
+
+clean:
+	rm -rf var artifacts .pytest_cache .ruff_cache

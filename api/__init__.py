@@ -1,0 +1,134 @@
+"""The Flask API: validates and preprocesses drawings, then asks the workers.
+
+``create_app()`` is the application factory; gunicorn serves ``api:create_app()``.
+This package never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from celery import Celery
+from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from api import config as config_module
+from api import errors, metrics
+from api.dispatch import Dispatcher
+from api.workers import WorkerRegistry
+from worker.protocol import celery_config
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def celery_client(config: dict) -> Celery:
+    """A Celery app used only to send tasks and read results (after Flask's example)."""
+    app = Celery("digits-api")
+    app.conf.update(celery_config(config["REDIS_URL"]))
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "socket_timeout": 2.0,
+        "socket_connect_timeout": 1.0,
+    }
+    return app
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    cfg = config_module.from_env(overrides)
+    app = Flask(__name__, static_folder=cfg["WEB_DIR"], static_url_path="/static")
+    app.config.update(cfg)
+    app.config["DEBUG"] = False
+    app.json.sort_keys = False
+    if cfg["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg["TRUSTED_PROXIES"])
+
+    client = redis.Redis.from_url(cfg["REDIS_URL"], socket_timeout=1.0,
+                                  socket_connect_timeout=1.0)
+    workers = WorkerRegistry(client)
+    app.extensions["digits_workers"] = workers
+    app.extensions["digits_dispatcher"] = Dispatcher(
+        celery_client(cfg), workers,
+        timeout=cfg["PREDICT_TIMEOUT"],
+        hedge_after=cfg["HEDGE_AFTER"],
+        max_group=cfg["COALESCE_MAX"] if cfg["COALESCE"] else 1,
+        senders=cfg["DISPATCH_THREADS"],
+        on_group=metrics.observe_group,
+    )
+
+    errors.register(app)
+    from api.routes import bp
+
+    app.register_blueprint(bp)
+    _limits(app, cfg)
+    _cors(app, cfg)
+    _observe(app)
+    logging.getLogger("api").setLevel(logging.INFO)
+    return app
+
+
+def _limits(app: Flask, cfg: dict) -> None:
+    if not cfg["RATE_LIMIT"]:
+        return
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    limiter = Limiter(
+        get_remote_address, app=app, storage_uri=cfg["REDIS_URL"],
+        storage_options={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        swallow_errors=True, headers_enabled=True, retry_after="delta-seconds",
+        key_prefix="digits-limiter",
+    )
+    limiter.limit(cfg["RATE_LIMIT"], error_message="too many requests")(
+        app.view_functions["api.predict"])
+
+    @app.errorhandler(429)
+    def _too_many(exc):
+        response = errors.error_response(
+            429, "rate_limited", f"too many requests: the limit is {exc.description}")
+        retry = getattr(exc, "response", None)
+        if retry is not None and retry.headers.get("Retry-After"):
+            response.headers["Retry-After"] = retry.headers["Retry-After"]
+        else:
+            response.headers.setdefault("Retry-After", "1")
+        return response
+
+
+def _cors(app: Flask, cfg: dict) -> None:
+    origins = [o.strip() for o in cfg["CORS_ORIGINS"].split(",") if o.strip()]
+    if origins:
+        from flask_cors import CORS
+
+        CORS(app, resources={r"/predict": {"origins": origins}}, methods=["POST"])
+
+
+def _observe(app: Flask) -> None:
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        status = str(response.status_code)
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.REQUESTS.labels(rule, request.method, status).inc()
+        metrics.LATENCY.labels(rule, request.method, status).observe(elapsed)
+        if response.status_code >= 400 and response.is_json:
+            code = (response.get_json(silent=True) or {}).get("error", {}).get("code", status)
+            metrics.ERRORS.labels(code).inc()
+        return response

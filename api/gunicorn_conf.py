@@ -1,0 +1,42 @@
+"""gunicorn settings: ``gunicorn -c api/gunicorn_conf.py 'api:create_app()'``.
+
+gthread workers: each request thread blocks on its answer while the dispatcher's
+sender threads batch the queue. Chosen by measurement (README, Performance).
+"""
+
+import os
+import tempfile
+
+from prometheus_client import multiprocess
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", 2))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", 32))
+backlog = 2048
+keepalive = 5
+timeout = 30
+# SIGTERM: finish in-flight requests (at most PREDICT_TIMEOUT), then exit well inside 10 s.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 8))
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# Never let a request line or header block grow without bound.
+limit_request_line = 8190
+limit_request_fields = 100
+
+# prometheus-client multiprocess mode: one folder of mmap files per server run.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digits-prom-")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def on_starting(server):
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(folder, name))
+
+
+def child_exit(server, worker):
+    multiprocess.mark_process_dead(worker.pid)

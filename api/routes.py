@@ -1,0 +1,112 @@
+"""HTTP routes: the page, /predict, /health, /ready, /metrics, /openapi.json."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
+
+from api import metrics
+from api.errors import ApiError
+from api.openapi import SPEC
+from api.preprocess import preprocess
+
+bp = Blueprint("api", __name__)
+
+
+def _json_body() -> dict:
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send Content-Type: application/json (got {mimetype or 'none'})")
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_utf8", f"the body is not UTF-8: {exc.reason} "
+                                            f"at byte {exc.start}") from None
+    try:
+        body = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body",
+                       f'expected a JSON object like {{"image": "..."}}, '
+                       f"got a JSON {type(body).__name__}")
+    return body
+
+
+@bp.post("/predict")
+def predict():
+    started = time.perf_counter()
+    body = _json_body()
+    image = preprocess(body.get("image"), max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+    answer = current_app.extensions["digits_dispatcher"].predict(image)
+    probs = answer["probabilities"]
+    digit = max(range(10), key=probs.__getitem__)
+    metrics.PREDICTIONS.labels(str(digit)).inc()
+    return jsonify(
+        digit=digit,
+        confidence=round(float(probs[digit]), 6),
+        probabilities={str(d): round(float(p), 6) for d, p in enumerate(probs)},
+        model_version=answer["model_version"],
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+@bp.get("/health")
+def health():
+    """Liveness: this process answers. Never waits on Redis (the view is cached)."""
+    workers = current_app.extensions["digits_workers"]
+    serving = [w for w in workers.workers if w.get("model_loaded")]
+    return jsonify(
+        status="healthy",
+        model_loaded=bool(serving),
+        model_versions=sorted({w.get("model_version") for w in serving}),
+        workers=len(serving),
+    )
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness: Redis answers and at least one live worker has a model loaded."""
+    workers = current_app.extensions["digits_workers"]
+    workers.refresh()
+    redis_ok, live, error = workers.redis_ok, workers.workers, workers.redis_error
+    serving = [w for w in live if w.get("model_loaded")]
+    body = {
+        "redis": "ok" if redis_ok else f"unreachable: {error}",
+        "workers": len(live),
+        "workers_serving": len(serving),
+        "model_versions": sorted({w.get("model_version") for w in serving}),
+    }
+    if not redis_ok:
+        reason = "Redis is unreachable"
+    elif not serving:
+        reason = "no live worker has a model loaded"
+    else:
+        return jsonify(status="ready", **body)
+    response = jsonify(status="not_ready", reason=reason,
+                       error={"code": "not_ready", "message": reason}, **body)
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.get("/metrics")
+def prometheus():
+    body, content_type = metrics.render(current_app.extensions["digits_workers"])
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(SPEC)
+
+
+@bp.get("/")
+def page():
+    return send_from_directory(current_app.config["WEB_DIR"], "index.html")

@@ -1,0 +1,79 @@
+"""What the API knows about the workers, from their Redis heartbeats.
+
+A background thread refreshes the view every half second, so /health and the
+fast-fail path of /predict never wait on Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import redis
+
+from worker.protocol import HEARTBEAT_PREFIX, QUEUE, parse_heartbeat
+
+log = logging.getLogger("api.workers")
+
+
+class WorkerRegistry:
+    def __init__(self, client: redis.Redis, interval: float = 0.5):
+        self.client = client
+        self.interval = interval
+        self.workers: list[dict] = []
+        self.redis_ok = False
+        self.redis_error = "not checked yet"
+        self.updated = 0.0
+        self._lock = threading.Lock()
+        self._pid = None
+        self._wake = threading.Event()
+
+    def _ensure_thread(self) -> None:
+        # Started lazily and per process: a thread does not survive gunicorn's fork.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            threading.Thread(target=self._loop, name="worker-registry", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.refresh()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def refresh(self) -> None:
+        try:
+            keys = list(self.client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=1000))
+            values = self.client.mget(keys) if keys else []
+            workers = [w for w in map(parse_heartbeat, values) if w]
+            self.workers, self.redis_ok, self.redis_error = workers, True, ""
+        except (redis.RedisError, OSError) as exc:
+            if self.redis_ok:
+                log.warning("Redis unreachable: %s", exc)
+            self.workers, self.redis_ok, self.redis_error = [], False, str(exc)
+        self.updated = time.monotonic()
+
+    def snapshot(self) -> tuple[bool, list[dict], str]:
+        """(redis reachable, live workers, error) as of the last refresh (<= 0.5 s old)."""
+        self._ensure_thread()
+        if not self.updated:
+            self.refresh()
+        return self.redis_ok, self.workers, self.redis_error
+
+    def serving(self) -> list[dict]:
+        return [w for w in self.snapshot()[1] if w.get("model_loaded")]
+
+    def nudge(self) -> None:
+        """Refresh now (after a failure), rather than at the next tick."""
+        self._wake.set()
+
+    def queue_depth(self) -> int | None:
+        try:
+            return int(self.client.llen(QUEUE))
+        except (redis.RedisError, OSError):
+            return None

@@ -1,0 +1,264 @@
+"""The whole topology as local processes: Redis, Celery workers, gunicorn.
+
+``make up`` runs ``python -m scripts.stack``; the tests, ``make bench`` and
+``make soak`` use the ``Stack`` class, so they exercise exactly what users run.
+These are the same entry commands docker-compose.yml gives its services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The services' commands, shared with docker-compose.yml (a test checks they match).
+WORKER_CMD = ["python", "-m", "worker"]
+API_CMD = ["gunicorn", "-c", "api/gunicorn_conf.py", "api:create_app()"]
+TRAINER_CMD = ["python", "-m", "trainer", "train"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _python_cmd(cmd: list[str]) -> list[str]:
+    """Run a service command with this interpreter (the venv's), whatever is on PATH."""
+    if cmd[0] == "python":
+        return [sys.executable, *cmd[1:]]
+    return [sys.executable, "-m", *cmd]
+
+
+class Stack:
+    def __init__(self, workers: int = 2, port: int | None = None, redis_url: str | None = None,
+                 model_dir: str | os.PathLike | None = None, env: dict | None = None,
+                 log_dir: str | os.PathLike | None = None, quiet: bool = True):
+        self.n_workers = workers
+        self.port = port or free_port()
+        self.external_redis = redis_url
+        self.redis_port = None if redis_url else free_port()
+        self.redis_url = redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        self.model_dir = Path(model_dir or os.environ.get("MODEL_DIR") or ROOT / "var/models")
+        self.extra_env = env or {}
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="digits-logs-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.quiet = quiet
+        self.redis: subprocess.Popen | None = None
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.api: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, **more) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "REDIS_URL": self.redis_url,
+            "MODEL_DIR": str(self.model_dir),
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update({k: str(v) for k, v in self.extra_env.items()})
+        env.update({k: str(v) for k, v in more.items()})
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], **env) -> subprocess.Popen:
+        out = open(self.log_dir / f"{name}.log", "ab") if self.quiet else None
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT if out else None,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    # -- parts -------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        if self.external_redis:
+            return
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise SystemExit(
+                "redis-server was not found. Install it (Debian/Ubuntu: "
+                "'sudo apt-get install redis-server'; macOS: 'brew install redis'), "
+                "or point REDIS_URL at a running Redis.")
+        self.redis = self._spawn("redis", [
+            binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+            "--dir", str(self.log_dir),
+        ])
+        self._wait(lambda: self._redis_ping(), 10, "redis-server to answer PING")
+
+    def stop_redis(self, kill: bool = False) -> None:
+        if self.redis:
+            self._end(self.redis, 5, kill)
+            self.redis = None
+
+    def _redis_ping(self) -> bool:
+        host, port = "127.0.0.1", self.redis_port
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def seed_models(self) -> None:
+        sys.path.insert(0, str(ROOT))
+        from models.store import open_store
+
+        store = open_store(self.model_dir)
+        if store.current() is None:
+            raise SystemExit(f"no model in {self.model_dir} and none shipped to seed it with")
+
+    def start_worker(self, index: int, **env) -> subprocess.Popen:
+        proc = self._spawn(f"worker{index}", [*_python_cmd(WORKER_CMD), "-n",
+                                              f"worker{index}@%h"], **env)
+        self.workers[index] = proc
+        return proc
+
+    def stop_worker(self, index: int, kill: bool = False) -> None:
+        proc = self.workers.pop(index, None)
+        if proc:
+            self._end(proc, 15, kill)
+
+    def start_api(self, **env) -> None:
+        self.api = self._spawn("api", _python_cmd(API_CMD), **env)
+
+    def stop_api(self) -> None:
+        if self.api:
+            self._end(self.api, 15)
+            self.api = None
+
+    # -- whole ----------------------------------------------------------------------------
+    def start(self, wait: float = 120) -> Stack:
+        try:
+            self.seed_models()
+            self.start_redis()
+            for i in range(1, self.n_workers + 1):
+                self.start_worker(i)
+            self.start_api()
+            if wait:
+                self.wait_ready(wait)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 120, workers: int | None = None) -> None:
+        want = self.n_workers if workers is None else workers
+
+        def ready():
+            try:
+                with urllib.request.urlopen(self.url + "/ready", timeout=2) as r:
+                    import json
+
+                    return json.load(r).get("workers_serving", 0) >= want
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+
+        self._wait(ready, timeout, f"/ready with {want} workers serving")
+
+    def _wait(self, check, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            for name, proc in self.processes():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for "
+                                       f"{what}:\n{self.tail(name)}")
+            time.sleep(0.1)
+        raise TimeoutError(f"timed out after {timeout} s waiting for {what}\n{self.tail('api')}")
+
+    def processes(self):
+        if self.redis:
+            yield "redis", self.redis
+        for i, proc in self.workers.items():
+            yield f"worker{i}", proc
+        if self.api:
+            yield "api", self.api
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return f"({name}: no log)"
+        return f"--- {name} ---\n" + "\n".join(
+            path.read_text(errors="replace").splitlines()[-lines:])
+
+    @staticmethod
+    def _end(proc: subprocess.Popen, timeout: float, kill: bool = False) -> None:
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def stop(self) -> None:
+        procs = [p for _, p in self.processes() if p is not self.redis]
+        for proc in procs:  # in parallel: SIGTERM all, then wait
+            with contextlib.suppress(ProcessLookupError):
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            self._end(proc, 15)
+        self.workers.clear()
+        self.api = None
+        self.stop_redis()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.stack", description=__doc__)
+    p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 2)))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    args = p.parse_args(argv)
+    stack = Stack(workers=args.workers, port=args.port, redis_url=os.environ.get("REDIS_URL"),
+                  log_dir=ROOT / "var/log", quiet=False)
+
+    def _stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    started = time.monotonic()
+    try:
+        stack.start(wait=300)
+        print(f"\nready in {time.monotonic() - started:.1f} s: open {stack.url}/  "
+              f"(Redis {stack.redis_url}, {args.workers} workers; Ctrl-C stops everything)",
+              flush=True)
+        while all(proc.poll() is None for _, proc in stack.processes()):
+            time.sleep(0.5)
+        print("a process exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

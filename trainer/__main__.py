@@ -1,0 +1,152 @@
+"""Command line: ``python -m trainer {train,list,promote,rollback,evaluate}``.
+
+The store is ``--model-dir`` or ``$MODEL_DIR`` (default ``var/models``, seeded
+with the shipped default model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from models.store import StoreError, open_store  # noqa: E402
+
+
+def _store(args):
+    return open_store(args.model_dir)
+
+
+def cmd_train(args) -> int:
+    from trainer.data import load
+    from trainer.train import Hyper, configure_threads, gate, train_and_publish
+
+    configure_threads()
+    data = load(args.data).limit(args.limit)
+    hp = Hyper(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+               augment=not args.no_augment)
+    if args.learning_rate:
+        hp.learning_rate = args.learning_rate
+    print(f"training on {len(data.y_train)} images from {data.source}: {hp}", flush=True)
+    store = _store(args)
+    version = train_and_publish(store, data, hp, verbose=0 if args.quiet else 2)
+    m = version.manifest
+    print(f"published version {version.number} at {version.path} "
+          f"({m['model_bytes'] / 1e6:.2f} MB, {m['training_seconds']} s)")
+    refusal = gate(store, version, args.min_accuracy)
+    if refusal and not args.force:
+        print(f"not made current: {refusal} (kept as version {version.number}; "
+              f"--force or 'promote {version.number}' overrides)")
+        return 3
+    store.set_current(version.number)
+    print(f"version {version.number} is now current")
+    return 0
+
+
+def cmd_list(args) -> int:
+    store = _store(args)
+    current = store.current()
+    rows = []
+    for number in store.versions():
+        m = store.get(number).manifest
+        rows.append({
+            "version": number,
+            "current": number == current,
+            "test_accuracy": m.get("test_accuracy"),
+            "created": m.get("created"),
+            "training_seconds": m.get("training_seconds"),
+            "model_bytes": m.get("model_bytes"),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'':2}{'version':>7}  {'accuracy':>9}  {'created':20}  {'train s':>7}  {'MB':>5}")
+    for r in rows:
+        acc = f"{r['test_accuracy']:.2%}" if r["test_accuracy"] is not None else "?"
+        mb = f"{r['model_bytes'] / 1e6:.2f}" if r["model_bytes"] else "?"
+        print(f"{'*' if r['current'] else ' ':2}{r['version']:>7}  {acc:>9}  "
+              f"{r['created'] or '?':20}  {r['training_seconds'] or '?':>7}  {mb:>5}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    pointer = _store(args).set_current(args.version)
+    print(f"version {pointer['version']} is now current")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    pointer = _store(args).rollback()
+    print(f"rolled back: version {pointer['version']} is now current")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from trainer.data import load
+    from trainer.train import accuracy, configure_threads
+
+    configure_threads()
+    import keras
+
+    store = _store(args)
+    version = store.verify(args.version if args.version is not None else store.current())
+    model = keras.saving.load_model(version.model_path, safe_mode=True, compile=False)
+    data = load(args.data).limit(args.limit)
+    acc = accuracy(model, data.x_test, data.y_test)
+    claimed = version.manifest.get("test_accuracy")
+    print(json.dumps({"version": version.number, "test_accuracy": round(acc, 6),
+                      "manifest_test_accuracy": claimed, "test_samples": len(data.y_test)}))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    p.add_argument("--model-dir", help="model store root (default $MODEL_DIR or var/models)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train, publish a version, make it current if it passes")
+    t.add_argument("--data", help="MNIST folder (IDX, raw or .gz) or .npz; default: download")
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--limit", type=int, help="use only the first N train and test images")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--learning-rate", type=float)
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--min-accuracy", type=float, default=0.99, help="gate's floor (0..1)")
+    t.add_argument("--force", action="store_true", help="make current even if the gate refuses")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    t.set_defaults(func=cmd_train)
+
+    ls = sub.add_parser("list", help="versions, accuracy, date; * marks the current one")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    pr = sub.add_parser("promote", help="make VERSION current")
+    pr.add_argument("version", type=int)
+    pr.set_defaults(func=cmd_promote)
+
+    sub.add_parser("rollback", help="go back to the previously current version").set_defaults(
+        func=cmd_rollback)
+
+    ev = sub.add_parser("evaluate", help="measure VERSION (default current) on MNIST test")
+    ev.add_argument("version", type=int, nargs="?")
+    ev.add_argument("--data", help="as for train")
+    ev.add_argument("--limit", type=int)
+    ev.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (StoreError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The CNN and the augmentation that makes it robust to canvas drawings.
+
+The network keeps the original design (convolutions with pooling, dropout, dense
+layers), sized so that a full run fits in ten minutes on two CPU cores: 5x5
+convolutions see a whole stroke width at once, and the one dense layer is small.
+
+Input contract (also written into every manifest): a batch of 28x28x1 float32
+images, white ink on black, 0..255, digit centred by centre of mass as in MNIST.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+INPUT_SPEC = "float32 (n, 28, 28, 1), white ink on black, 0..255, MNIST-centred"
+
+
+def build(dropout: float = 0.4) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Rescaling(1 / 255),
+            layers.Conv2D(32, 5, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 5, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(dropout / 2),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(dropout),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="digits_cnn",
+    )
+
+
+def augment(
+    images: tf.Tensor,
+    rotate_deg: float = 12.0,
+    scale: float = 0.12,
+    shear: float = 0.15,
+    shift_px: float = 2.0,
+    thickness_p: float = 0.5,
+) -> tf.Tensor:
+    """Randomly distort a batch (n, 28, 28, 1) of float images, as people draw.
+
+    Plain TensorFlow ops, so it always applies (unlike Keras' random layers,
+    which are a no-op outside ``training=True``). One affine warp per image
+    (rotation, scale, shear, shift: a single interpolation), then stroke
+    thickness: dilate or erode with a small kernel.
+    """
+    n = tf.shape(images)[0]
+
+    def uniform(limit):
+        return tf.random.uniform([n], -limit, limit)
+
+    angle = uniform(math.radians(rotate_deg))
+    zoom = 1.0 + uniform(scale)
+    sh = uniform(shear)
+    tx, ty = uniform(shift_px), uniform(shift_px)
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    # Output->input mapping about the image centre (13.5, 13.5).
+    a0, a1 = cos, -sin + sh * cos
+    b0, b1 = sin, cos + sh * sin
+    c = 13.5
+    a2 = c - a0 * c - a1 * c - tx
+    b2 = c - b0 * c - b1 * c - ty
+    zeros = tf.zeros([n])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.constant([28, 28]),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    # Stroke thickness: 20% one pixel thicker, 10% two pixels, 20% thinner, rest as is.
+    dilated = tf.nn.max_pool2d(warped, 2, 1, "SAME")
+    thick = tf.nn.max_pool2d(warped, 3, 1, "SAME")
+    eroded = -tf.nn.max_pool2d(-warped, 2, 1, "SAME")
+    pick = tf.random.uniform([n, 1, 1, 1])
+    p = thickness_p
+    out = tf.where(pick < p * 0.4, dilated, warped)
+    out = tf.where((pick >= p * 0.4) & (pick < p * 0.6), thick, out)
+    out = tf.where((pick >= p * 0.6) & (pick < p), eroded, out)
+    return out

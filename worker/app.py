@@ -1,0 +1,86 @@
+"""The Celery app and the predict task. Run with ``python -m worker``.
+
+The model loads in ``worker_init`` in the worker's own process: the threads
+pool never forks, so TensorFlow is never loaded in a parent that forks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery, signals
+
+from worker import protocol
+
+log = logging.getLogger("worker")
+
+app = Celery("digits")
+app.conf.update(protocol.celery_config())
+
+
+class Runtime:
+    """What one worker process holds: the predictor, its batcher and its heartbeat."""
+
+    predictor = None
+    batcher = None
+    heartbeat = None
+    stats = None
+
+    @classmethod
+    def start(cls, hostname: str) -> None:
+        from models.store import open_store
+        from worker.batcher import Batcher
+        from worker.heartbeat import Heartbeat, Stats
+        from worker.predictor import Predictor
+
+        cls.stats = Stats()
+        cls.predictor = Predictor(
+            open_store(), poll_seconds=float(os.environ.get("MODEL_POLL_SECONDS", 0.5)))
+        cls.predictor.setup()
+        cls.batcher = Batcher(
+            cls.predictor.predict,
+            max_batch=int(os.environ.get("BATCH_MAX", 128)),
+            max_wait=float(os.environ.get("BATCH_WAIT_MS", 2)) / 1000,
+            stats=cls.stats,
+        )
+        cls.predictor.start_watching()
+        cls.heartbeat = Heartbeat(hostname, cls.describe)
+        cls.heartbeat.start()
+
+    @classmethod
+    def describe(cls) -> dict:
+        p = cls.predictor
+        return {
+            "model_loaded": bool(p and p.version is not None and cls.batcher.alive()),
+            "model_version": p.version if p else None,
+            "reloads": p.reloads if p else 0,
+            "rejections": p.rejections if p else 0,
+            "stats": cls.stats.snapshot() if cls.stats else {},
+        }
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.heartbeat:
+            cls.heartbeat.stop()
+        if cls.predictor:
+            cls.predictor.stop()
+
+
+@signals.worker_init.connect
+def _load_model(sender=None, **_):
+    Runtime.start(sender.hostname)
+
+
+@signals.worker_shutting_down.connect
+def _say_goodbye(**_):
+    Runtime.stop()
+
+
+@app.task(name=protocol.TASK_PREDICT, ignore_result=False)
+def predict(payload: str) -> dict:
+    """Base64 uint8 (n, 28, 28) images -> probabilities (n x 10) and the model version."""
+    Runtime.batcher.arriving()
+    images = protocol.decode_batch(payload)
+    probs, version = Runtime.batcher.submit(images).result()
+    return {"probabilities": probs.round(6).tolist(), "model_version": version}

@@ -1,0 +1,157 @@
+"""The model holder: load once in ``setup()``, then a typed ``predict()`` (after Cog).
+
+It also watches the model store and hot-reloads: a new current version is loaded
+in the background, verified (sha256, safe_mode, smoke prediction) and only then
+swapped in. A batch already running keeps the model it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.store import MODEL_FILE, ModelStore, StoreError
+
+log = logging.getLogger("worker.predictor")
+
+
+def configure_tensorflow() -> None:
+    """Small thread pools: several workers share two cores with the API and Redis."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(
+        int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
+    tf.config.threading.set_inter_op_parallelism_threads(
+        int(os.environ.get("TF_NUM_INTEROP_THREADS", 1)))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    version: int
+    forward: object  # compiled callable: float32 (n, 28, 28, 1) -> (n, 10)
+    sha256: str
+
+
+class ModelRejected(Exception):
+    pass
+
+
+def load_version(store: ModelStore, number: int) -> Loaded:
+    """Verify and load one version, or raise ModelRejected saying why."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        version = store.verify(number)
+    except (StoreError, OSError) as exc:
+        raise ModelRejected(str(exc)) from exc
+    path = version.model_path
+    if path.name != MODEL_FILE or path.suffix != ".keras":
+        raise ModelRejected(f"{path}: only .keras files are loaded")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # corrupt zip, unsafe lambda, wrong config: all are rejections
+        raise ModelRejected(f"version {number}: cannot load {path.name}: {exc}") from exc
+    forward = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+        reduce_retracing=True,
+    )
+    loaded = Loaded(number, forward, version.manifest["sha256"])
+    smoke_test(loaded)
+    return loaded
+
+
+def smoke_test(loaded: Loaded) -> None:
+    """A model must give a probability vector for each image before it serves."""
+    probe = np.zeros((2, 28, 28, 1), np.float32)
+    probe[1, 6:22, 12:16] = 255.0  # a plain "1"
+    try:
+        out = np.asarray(loaded.forward(probe))
+    except Exception as exc:
+        raise ModelRejected(f"version {loaded.version}: smoke prediction failed: {exc}") from exc
+    if out.shape != (2, 10) or not np.all(np.isfinite(out)):
+        raise ModelRejected(f"version {loaded.version}: smoke output has shape {out.shape}")
+    if not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+        raise ModelRejected(f"version {loaded.version}: outputs are not probabilities")
+
+
+class Predictor:
+    def __init__(self, store: ModelStore, poll_seconds: float = 0.5):
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self._loaded: Loaded | None = None
+        self._rejected: tuple | None = None  # (version, pointer mtime) not to retry
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.reloads = 0
+        self.rejections = 0
+
+    # -- Cog's shape -------------------------------------------------------------
+    def setup(self) -> None:
+        """Load the current version (blocking). Start serving only once this returns."""
+        configure_tensorflow()
+        number = self.store.current()
+        if number is None:
+            raise StoreError(f"no current model version in {self.store.base}")
+        self._loaded = load_version(self.store, number)
+        log.info("serving model version %s", number)
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, int]:
+        """(n, 28, 28) uint8 -> ((n, 10) float32 probabilities, model version)."""
+        loaded = self._loaded  # one reference for the whole batch: a swap can't split it
+        if loaded is None:
+            raise RuntimeError("predict() before setup()")
+        x = images.reshape(-1, 28, 28, 1).astype(np.float32)
+        return np.asarray(loaded.forward(x)), loaded.version
+
+    @property
+    def version(self) -> int | None:
+        return self._loaded.version if self._loaded else None
+
+    # -- hot reload ----------------------------------------------------------------
+    def start_watching(self) -> None:
+        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _pointer_state(self):
+        path = self.store.base / "CURRENT"
+        try:
+            return self.store.current(), path.stat().st_mtime_ns
+        except (StoreError, OSError) as exc:
+            return None, repr(exc)
+
+    def check_once(self) -> bool:
+        """Reload if the pointer names another version. True when a swap happened."""
+        number, stamp = self._pointer_state()
+        if number is None or number == self.version or self._rejected == (number, stamp):
+            return False
+        started = time.monotonic()
+        try:
+            candidate = load_version(self.store, number)
+        except ModelRejected as exc:
+            self._rejected = (number, stamp)
+            self.rejections += 1
+            log.error("rejected model version %s, still serving %s: %s",
+                      number, self.version, exc)
+            return False
+        self._loaded = candidate  # the swap: one reference assignment, between batches
+        self.reloads += 1
+        log.info("now serving model version %s (loaded in %.2f s)",
+                 number, time.monotonic() - started)
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.check_once()
+            except Exception:  # the watcher must outlive anything a bad store throws
+                log.exception("model watcher error; still serving %s", self.version)
