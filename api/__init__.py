@@ -91,7 +91,10 @@ def _limits(app: Flask, cfg: dict) -> None:
         swallow_errors=True, headers_enabled=True, retry_after="delta-seconds",
         key_prefix="digits-limiter",
     )
-    limiter.limit(cfg["RATE_LIMIT"], error_message="too many requests")(
+    # The decorator returns a wrapper that does the checking: it must replace the view
+    # (decorated limits are not enforced by the before-request hook).
+    # No error_message: the exception's description is then the limit, e.g. "5 per 1 second".
+    app.view_functions["api.predict"] = limiter.limit(cfg["RATE_LIMIT"])(
         app.view_functions["api.predict"])
 
     @app.errorhandler(429)

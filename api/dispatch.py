@@ -62,7 +62,11 @@ class Dispatcher:
         if not redis_ok:
             raise _unavailable(error)
         if not self.registry.serving():
-            raise NO_WORKER
+            # The view may predate a worker's first heartbeat (up to half a second,
+            # or longer in a process that only ever refreshed it for /ready): confirm.
+            self.registry.refresh()
+            if not self.registry.serving():
+                raise NO_WORKER
         self._ensure_senders()
         future: Future = Future()
         deadline = time.monotonic() + self.timeout

@@ -33,7 +33,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        # Keep the exception's own headers but its HTML content type: Allow on a 405.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return error_response(exc.code or 500, code, exc.description or exc.name, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

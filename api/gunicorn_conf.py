@@ -4,10 +4,11 @@ gthread workers: each request thread blocks on its answer while the dispatcher's
 sender threads batch the queue. Chosen by measurement (README, Performance).
 """
 
+import json
 import os
 import tempfile
 
-from prometheus_client import multiprocess
+from gunicorn import util as gunicorn_util
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", 2))
@@ -25,10 +26,25 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 limit_request_line = 8190
 limit_request_fields = 100
 
-# prometheus-client multiprocess mode: one folder of mmap files per server run.
+# prometheus-client multiprocess mode: one folder of mmap files per server run. It must be
+# set before prometheus_client is first imported (it picks its value class at import).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digits-prom-")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """gunicorn's own answers to malformed HTTP (bad request line, headers, chunking...),
+    which Flask never sees, in the API's JSON error shape instead of an HTML page."""
+    body = json.dumps({"error": {"code": reason.lower().replace(" ", "_"),
+                                 "message": mesg or reason}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = _json_error  # workers call util.write_error(...) by name
 
 
 def on_starting(server):
@@ -39,4 +55,6 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)

@@ -6,6 +6,7 @@ import json
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from api import metrics
 from api.errors import ApiError
@@ -20,7 +21,19 @@ def _json_body() -> dict:
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise ApiError(415, "unsupported_media_type",
                        f"send Content-Type: application/json (got {mimetype or 'none'})")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+        limit = request.max_content_length
+        # A chunked body (no Content-Length) is silently cut at the limit, not
+        # refused: one more byte past it means the body was too large.
+        if (limit is not None and request.content_length is None and len(raw) >= limit
+                and request.environ["wsgi.input"].read(1)):
+            raise RequestEntityTooLarge()
+    except HTTPException:
+        raise
+    except Exception as exc:  # the server's body reader: bad chunked framing and the like
+        raise ApiError(400, "unreadable_body",
+                       f"the request body cannot be read: {str(exc)[:200]}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -61,7 +74,7 @@ def predict():
 def health():
     """Liveness: this process answers. Never waits on Redis (the view is cached)."""
     workers = current_app.extensions["digits_workers"]
-    serving = [w for w in workers.workers if w.get("model_loaded")]
+    serving = [w for w in workers.cached() if w.get("model_loaded")]
     return jsonify(
         status="healthy",
         model_loaded=bool(serving),

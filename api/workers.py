@@ -65,6 +65,11 @@ class WorkerRegistry:
             self.refresh()
         return self.redis_ok, self.workers, self.redis_error
 
+    def cached(self) -> list[dict]:
+        """Live workers as last seen, without ever waiting on Redis (for /health)."""
+        self._ensure_thread()
+        return self.workers
+
     def serving(self) -> list[dict]:
         return [w for w in self.snapshot()[1] if w.get("model_loaded")]
 

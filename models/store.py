@@ -172,6 +172,7 @@ class ModelStore:
         """
         self.base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".publishing-", dir=self.base))
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from other service users
         try:
             fields = write(tmp)
             if not (tmp / MODEL_FILE).is_file():
@@ -253,6 +254,7 @@ class ModelStore:
                 continue
             self.base.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".seeding-", dir=self.base))
+            os.chmod(tmp, 0o755)
             shutil.copytree(src.path, tmp, dirs_exist_ok=True)
             _fsync_tree(tmp)
             os.rename(tmp, target)

@@ -69,7 +69,7 @@ class Stats:
 
 
 class Heartbeat:
-    def __init__(self, hostname: str, describe, interval: float = 0.5, ttl: float = 2.0):
+    def __init__(self, hostname: str, describe, interval: float = 0.5, ttl: float = 3.0):
         self.hostname = hostname
         self.describe = describe  # () -> dict: model version, loaded, stats...
         self.interval = interval

@@ -1,0 +1,120 @@
+"""Shared fixtures. Integration tests run the real topology through scripts.stack:
+their own redis-server on a free port, real Celery worker processes, real gunicorn.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from models.store import ModelStore, shipped_store
+from scripts.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST not found in {MNIST_DIR} (set MNIST_DIR)")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def seeded_store(folder: Path) -> ModelStore:
+    """A fresh store holding a copy of the shipped default model (made current)."""
+    store = ModelStore(folder)
+    store.seed_from(shipped_store())
+    return store
+
+
+@pytest.fixture
+def model_store(tmp_path) -> ModelStore:
+    return seeded_store(tmp_path / "models")
+
+
+def draw_png(strokes, size=280, width=18, background=None) -> bytes:
+    """A canvas-like PNG: black round strokes, transparent background unless given."""
+    img = Image.new("RGBA", (size, size), background or (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    for stroke in strokes:
+        d.line(stroke, fill=(0, 0, 0, 255), width=width, joint="curve")
+        for x, y in (stroke[0], stroke[-1]):
+            r = width / 2
+            d.ellipse((x - r, y - r, x + r, y + r), fill=(0, 0, 0, 255))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+SEVEN = [[(70, 60), (210, 60), (120, 240)]]
+ONE = [[(140, 40), (140, 240)]]
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def post(url: str, body, timeout: float = 10, headers: dict | None = None):
+    """POST JSON (or raw bytes); returns (status, parsed JSON or text, headers)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})})
+    return _open(req, timeout)
+
+
+def get(url: str, timeout: float = 10):
+    return _open(urllib.request.Request(url), timeout)
+
+
+def _open(req, timeout):
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw, status, hdrs = r.read(), r.status, r.headers
+    except urllib.error.HTTPError as e:
+        raw, status, hdrs = e.read(), e.code, e.headers
+    try:
+        return status, json.loads(raw), hdrs
+    except ValueError:
+        return status, raw.decode(errors="replace"), hdrs
+
+
+def start_stack(tmp_path: Path, workers: int = 1, **kwargs) -> Stack:
+    models = kwargs.pop("model_dir", None)
+    if models is None:
+        models = tmp_path / "models"
+        seeded_store(models)
+    env = {"HEDGE_AFTER": "1.0", **kwargs.pop("env", {})}
+    return Stack(workers=workers, model_dir=models, log_dir=tmp_path / "logs", env=env,
+                 **kwargs).start()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One running stack (2 workers) shared by a module's read-only tests."""
+    tmp = tmp_path_factory.mktemp("stack")
+    s = start_stack(tmp, workers=2)
+    yield s
+    s.stop()
+
+
+def copy_store(src: ModelStore, folder: Path) -> ModelStore:
+    shutil.copytree(src.root, folder)
+    return ModelStore(folder, src.name)
