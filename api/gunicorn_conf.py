@@ -22,6 +22,9 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 8))
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn 27's control socket defaults to one path per user (~/.gunicorn): several
+# servers on one host (tests, bench) would fight over it, and nothing here uses it.
+control_socket_disable = True
 # Never let a request line or header block grow without bound.
 limit_request_line = 8190
 limit_request_fields = 100

@@ -244,8 +244,10 @@ class ModelStore:
         This is how a fresh deployment (an empty volume, ``var/models``) gets the
         default model shipped in git. A store that already has versions is left alone.
         """
-        if self.versions():
+        if self.current() is not None:
             return []
+        if self.versions() and not set(source.versions()) <= set(self.versions()):
+            return []  # a store of its own that merely lost its pointer: not ours to fill
         copied = []
         for number in source.versions():
             src = source.verify(number)
@@ -255,11 +257,18 @@ class ModelStore:
             self.base.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".seeding-", dir=self.base))
             os.chmod(tmp, 0o755)
-            shutil.copytree(src.path, tmp, dirs_exist_ok=True)
-            _fsync_tree(tmp)
-            os.rename(tmp, target)
-            copied.append(number)
-        chosen = source.current() or (copied[-1] if copied else None)
+            try:
+                shutil.copytree(src.path, tmp, dirs_exist_ok=True)
+                _fsync_tree(tmp)
+                os.rename(tmp, target)
+                copied.append(number)
+            except OSError:
+                if not target.exists():
+                    raise
+                # Another process seeding at the same moment won the rename: same files.
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        chosen = source.current() or (source.versions() or [None])[-1]
         if chosen is not None and self.current() is None:
             self.set_current(chosen)
         return copied

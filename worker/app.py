@@ -69,7 +69,14 @@ class Runtime:
 
 @signals.worker_init.connect
 def _load_model(sender=None, **_):
-    Runtime.start(sender.hostname)
+    try:
+        Runtime.start(sender.hostname)
+    except Exception:
+        # Celery would log this and consume tasks without a model: exit instead, so
+        # the supervisor (compose, Kubernetes, make up) sees it and restarts or stops.
+        log.exception("cannot start: no model could be loaded")
+        logging.shutdown()
+        os._exit(3)
 
 
 @signals.worker_shutting_down.connect

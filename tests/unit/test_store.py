@@ -146,3 +146,18 @@ def test_the_shipped_default_is_complete():
         assert key in m, key
     assert (version.path / "history.png").is_file()
     assert m["model_bytes"] <= 5_000_000
+
+
+def test_workers_seeding_one_empty_store_at_once_all_succeed(tmp_path):
+    """Several workers start together on a fresh volume: each must end up served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.store import open_store
+
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: open_store(tmp_path), range(6)))
+    shipped = shipped_store()
+    assert all(s.current() == shipped.current() for s in stores)
+    assert ModelStore(tmp_path).versions() == shipped.versions()
+    assert not [p for p in (tmp_path / "digits").iterdir() if p.name.startswith(".")
+                and p.name != ".CURRENT"]

@@ -1,0 +1,1 @@
+"""Deployment checks: docker-compose.yml, docker/*.Dockerfile, .dockerignore, .env.example."""

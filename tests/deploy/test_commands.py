@@ -1,0 +1,280 @@
+"""The containers' commands work: run them, as written in docker-compose.yml, as local
+processes against a private redis-server.
+
+Without a Docker engine this is the closest check: the same argv (``python`` is this
+interpreter, ``gunicorn`` is ``python -m gunicorn``), the same environment values the
+compose file gives each service (host names and paths aside), models-init seeding the
+empty store before the worker starts, the worker started without ``-n`` so it takes
+Celery's default node name as in a container, and the healthchecks run as the engine
+would exec them. Then the trainer's command publishes a version and the running worker
+hot-reloads it. A second group rebuilds each image's file layout from its Dockerfile's
+COPY lines and checks the role starts from that layout alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts.stack import API_CMD, TRAINER_CMD, WORKER_CMD, Stack, _python_cmd, free_port
+from tests.conftest import SEVEN, data_url, draw_png, get, post
+from tests.deploy.test_compose import (
+    DOCKER_DIR,
+    ROOT,
+    command,
+    copies,
+    environment,
+    healthcheck,
+    instructions,
+    resolve,
+    service,
+)
+
+# Set by scripts.stack for local processes; in the containers they name the redis service
+# and the volume's mount point.
+CONTAINER_ONLY = {"REDIS_URL", "MODEL_DIR"}
+
+
+def container_env(name: str) -> dict[str, str]:
+    """The service's compose environment with every ${VAR:-default} at its default."""
+    env = {k: resolve(v) for k, v in environment(service(name)).items()}
+    return {k: v for k, v in env.items() if k not in CONTAINER_ONLY}
+
+
+def local(argv: list[str]) -> list[str]:
+    """A container argv for this machine: `python` is this venv's interpreter."""
+    return _python_cmd(argv) if argv[0] in ("python", "gunicorn") else list(argv)
+
+
+def run(argv, env=None, timeout=60, cwd=ROOT, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def compose_stack(tmp_path_factory):
+    """models-init, Redis, one worker and the API, run with the compose file's commands."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    tmp = tmp_path_factory.mktemp("compose")
+    # models-init seeds the empty volume before the workers start.
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        MODEL_DIR=str(tmp / "models"),
+        **container_env("models-init"),
+    )
+    seeded = run(local(command(service("models-init"))), env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    assert seeded.stdout.strip() == "model store: current version 1", seeded.stdout
+    alive = tmp / "alive"
+    alive.mkdir()
+    stack = Stack(
+        workers=1, model_dir=tmp / "models", log_dir=tmp / "logs", env={"WORKER_ALIVE_DIR": alive}
+    )
+    try:
+        stack.start_redis()
+        # Not Stack.start_worker: that adds -n worker1@%h; the container passes no -n.
+        stack.workers[1] = stack._spawn(
+            "worker1", local(command(service("worker"))), **container_env("worker")
+        )
+        stack.api = stack._spawn("api", local(command(service("api"))), **container_env("api"))
+        stack.wait_ready(180)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def predict_seven(stack: Stack, within: float = 15):
+    """POST a drawn 7. Right after /ready turns green, the other gunicorn process may not
+    have refreshed its cached view of the workers yet (it answers 503 no_workers with
+    Retry-After), so retry those for a few seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        status, body, headers = post(stack.url + "/predict", {"image": data_url(draw_png(SEVEN))})
+        if status != 503 or time.monotonic() > deadline:
+            return status, body
+        time.sleep(float(headers.get("Retry-After", 1)) / 4)
+
+
+def test_stack_runs_the_compose_commands():
+    assert command(service("worker")) == WORKER_CMD
+    assert command(service("api")) == API_CMD
+    assert command(service("trainer"))[: len(TRAINER_CMD)] == TRAINER_CMD
+
+
+def test_predict_through_the_compose_commands(compose_stack):
+    status, body = predict_seven(compose_stack)
+    assert status == 200, body
+    assert body["digit"] in range(10) and body["model_version"] == 1, body
+
+
+def test_worker_healthcheck_finds_the_default_node_name(compose_stack):
+    env = compose_stack.env()  # the worker's environment: same WORKER_ALIVE_DIR
+    argv = local(healthcheck(service("worker")))
+    result = run(argv, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr + compose_stack.tail("worker1")
+    assert result.stdout.startswith("alive: model version 1"), result.stdout
+    # And it is a real check: another node name has no alive file.
+    other = run([*argv, "--name", "celery@no-such-host"], env=env)
+    assert other.returncode == 1 and other.stdout.startswith("not alive"), other.stdout
+
+
+def test_api_healthcheck(compose_stack):
+    argv = local(healthcheck(service("api")))
+    port_in_container = "127.0.0.1:8000"
+    assert sum(port_in_container in part for part in argv) == 1, argv
+
+    def pointed_at(port):
+        return [part.replace(port_in_container, f"127.0.0.1:{port}") for part in argv]
+
+    result = run(pointed_at(compose_stack.port), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert run(pointed_at(free_port()), timeout=30).returncode != 0
+
+
+def test_redis_healthcheck(compose_stack):
+    argv = healthcheck(service("redis"))
+    if not shutil.which(argv[0]):
+        pytest.skip(f"{argv[0]} is not installed")
+    result = run([argv[0], "-p", str(compose_stack.redis_port), *argv[1:]], timeout=10)
+    assert result.returncode == 0 and result.stdout.strip() == "PONG", result
+
+
+def test_trainer_command_publishes_and_the_worker_reloads(compose_stack, mnist_dir):
+    argv = command(service("trainer"))
+    argv[argv.index("--data") + 1] = str(mnist_dir)  # the container's /data/mnist mount
+    env = compose_stack.env(
+        **container_env("trainer"), TF_NUM_INTRAOP_THREADS=1, TF_NUM_INTEROP_THREADS=1
+    )
+    result = run(
+        [*local(argv), "--limit", "500", "--epochs", "1", "--force", "--quiet"],
+        env=env,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    published = re.search(r"published version (\d+)", result.stdout)
+    assert published, result.stdout
+    version = int(published.group(1))
+    assert version == 2 and f"version {version} is now current" in result.stdout
+
+    deadline = time.monotonic() + 10
+    seen = None
+    while time.monotonic() < deadline:
+        status, body, _ = get(compose_stack.url + "/ready", timeout=2)
+        seen = body.get("model_versions") if isinstance(body, dict) else body
+        if status == 200 and seen == [version]:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(
+            f"worker did not reload version {version} within 10 s: /ready says {seen}\n"
+            + compose_stack.tail("worker1")
+        )
+    # Both gunicorn processes must route to the reloaded worker.
+    for _ in range(4):
+        status, body = predict_seven(compose_stack)
+        assert status == 200 and body["model_version"] == version, body
+
+
+# -- each image's file layout, rebuilt from its Dockerfile ----------------------------------------
+def image_layout(dockerfile: str, into: Path) -> Path:
+    """Copy what the Dockerfile's COPY lines copy (requirements aside) under ``into``."""
+    path = DOCKER_DIR / dockerfile
+    workdirs = [args for kw, args in instructions(path) if kw == "WORKDIR"]
+    assert workdirs == ["/app"], workdirs
+    app = into / "app"
+    app.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    for sources, dest in copies(path):
+        assert not dest.startswith("/"), dest
+        for src in sources:
+            if src.rstrip("/") == "requirements":
+                continue
+            source = ROOT / src
+            if source.is_dir():  # COPY dir/ dest/: the folder's contents into dest
+                shutil.copytree(source, app / dest, ignore=ignore, dirs_exist_ok=True)
+            else:
+                target = app / dest / source.name if dest.endswith("/") else app / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    return app
+
+
+def layout_env(app: Path, **more) -> dict:
+    """As the image's ENV: PYTHONPATH=/app, nothing from this checkout on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=str(app), PYTHONDONTWRITEBYTECODE="1", **more)
+    return env
+
+
+BLOCK_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+
+
+def test_api_image_layout_serves_health_without_tensorflow(tmp_path):
+    app = image_layout("api.Dockerfile", tmp_path)
+    code = BLOCK_TF + (
+        "import runpy; runpy.run_path('api/gunicorn_conf.py'); "  # as gunicorn -c does
+        "import api; "
+        "assert api.__file__.startswith(sys.argv[1]), api.__file__; "
+        "client = api.create_app().test_client(); r = client.get('/health'); "
+        "assert r.status_code == 200, r.status_code; print(r.get_json()['status'])"
+    )
+    result = run(
+        [sys.executable, "-c", code, str(app)],
+        cwd=app,
+        timeout=60,
+        env=layout_env(
+            app,
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+            PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+        ),
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "healthy", result.stderr
+
+
+def test_worker_image_layout_imports_and_probes_without_tensorflow(tmp_path):
+    app = image_layout("worker.Dockerfile", tmp_path)
+    code = (
+        "import sys, worker.app, worker.batcher, worker.heartbeat, worker.predictor; "
+        "assert worker.app.__file__.startswith(sys.argv[1]); "
+        "assert 'tensorflow' not in sys.modules, 'importing the worker loads TensorFlow'; "
+        "from models.store import shipped_store; print(shipped_store().current())"
+    )
+    result = run([sys.executable, "-c", code, str(app)], cwd=app, env=layout_env(app))
+    assert result.returncode == 0 and result.stdout.strip() == "1", result.stderr
+    # The healthcheck itself, TensorFlow blocked: no alive file here, so "not alive".
+    probe = BLOCK_TF + "import runpy; runpy.run_module('worker.probe', run_name='__main__')"
+    alive = tmp_path / "alive"
+    alive.mkdir()
+    result = run(
+        [sys.executable, "-c", probe], cwd=app, env=layout_env(app, WORKER_ALIVE_DIR=str(alive))
+    )
+    assert result.returncode == 1 and result.stdout.startswith("not alive"), result
+
+
+def test_trainer_image_layout_seeds_a_fresh_store(tmp_path):
+    app = image_layout("trainer.Dockerfile", tmp_path)
+    store = tmp_path / "volume"  # an empty named volume
+    result = run(
+        [sys.executable, "-m", "trainer", "list", "--json"],
+        cwd=app,
+        env=layout_env(app, MODEL_DIR=str(store)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"current": true' in result.stdout and (store / "digits" / "CURRENT").is_file()
