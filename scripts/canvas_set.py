@@ -1,0 +1,232 @@
+"""Deterministic "canvas drawings" of MNIST test digits, as a browser would send them.
+
+Each digit is redrawn the way a person draws on the 280x280 HTML canvas: its
+strokes are thinned to a one-pixel centre line, which is then re-stroked with a
+round brush of a random width (8..28 px, but at most 30% of the digit height:
+a thicker brush on a small digit fills its loops and leaves a blob no one could
+read), at a random size (digit height 25..85% of the canvas) and a random place
+(off-centre, fully inside), rendered at 2x and downsampled for anti-aliased edges.
+The PNG is what ``canvas.toDataURL()`` gives: RGBA, black opaque ink on a
+transparent background, or (1 in 5) on opaque white.
+
+Used to measure accuracy through the HTTP API and as benchmark request bodies.
+
+    python scripts/canvas_set.py --data ../shared/data/mnist --n 1000 --out DIR
+
+writes DIR/NNNN_<label>.png and DIR/labels.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+VERSION = 1  # bump when the drawings change, so cached sets are remade
+CANVAS = 280
+RENDER = 2  # supersampling factor for anti-aliasing
+UPSCALE = 3  # MNIST digits are thinned on a 3x grid (84x84) for smoother centre lines
+HEIGHT = (0.25, 0.85)  # digit height, fraction of the canvas
+THICKNESS = (8.0, 28.0)  # brush width in canvas pixels
+WHITE_BACKGROUND = 0.2  # share of drawings on opaque white instead of transparent
+MARGIN = 4  # canvas pixels kept free around the digit
+MAX_THICKNESS_RATIO = 0.3  # brush at most this fraction of the digit height: no ink blobs
+INK_LEVEL = 80  # MNIST pixels at least this bright are stroke (lower: fewer broken strokes)
+
+
+def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Zhang-Suen deletion rules for both sub-steps, indexed by the 8-neighbour code.
+
+    Bit i of the code is neighbour P(i+2), clockwise from north: P2=N, P3=NE, P4=E,
+    P5=SE, P6=S, P7=SW, P8=W, P9=NW.
+    """
+    tables = np.zeros((2, 256), dtype=bool)
+    for code in range(256):
+        p = [(code >> i) & 1 for i in range(8)]  # p[0] is P2 ... p[7] is P9
+        neighbours = sum(p)
+        transitions = sum(p[i] == 0 and p[(i + 1) % 8] == 1 for i in range(8))
+        p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+        if 2 <= neighbours <= 6 and transitions == 1:
+            tables[0, code] = p2 * p4 * p6 == 0 and p4 * p6 * p8 == 0
+            tables[1, code] = p2 * p4 * p8 == 0 and p2 * p6 * p8 == 0
+    return tables[0], tables[1]
+
+
+_DELETABLE = _thinning_tables()
+
+
+def _thin(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning of a boolean mask to an 8-connected one-pixel skeleton."""
+    img = np.pad(mask, 1).astype(np.uint8)
+    centre = img[1:-1, 1:-1]
+    while True:
+        changed = False
+        for table in _DELETABLE:
+            code = (
+                img[:-2, 1:-1]
+                | img[:-2, 2:] << 1
+                | img[1:-1, 2:] << 2
+                | img[2:, 2:] << 3
+                | img[2:, 1:-1] << 4
+                | img[2:, :-2] << 5
+                | img[1:-1, :-2] << 6
+                | img[:-2, :-2] << 7
+            )
+            remove = table[code] & (centre == 1)
+            if remove.any():
+                centre[remove] = 0
+                changed = True
+        if not changed:
+            return centre.astype(bool)
+
+
+def _skeleton(digit: np.ndarray) -> np.ndarray:
+    """(k, 2) float array of centre-line points (row, col) in 3x-grid units."""
+    grid = Image.fromarray(digit).resize((28 * UPSCALE,) * 2, Image.Resampling.BICUBIC)
+    mask = np.asarray(grid) >= INK_LEVEL
+    if not mask.any():
+        mask = np.asarray(grid) >= max(1, int(np.asarray(grid).max()) // 2)
+    rows, cols = np.nonzero(mask)
+    top, left = rows.min(), cols.min()
+    crop = mask[top : rows.max() + 1, left : cols.max() + 1]
+    skeleton = _thin(crop)
+    if not skeleton.any():
+        skeleton = crop
+    return np.argwhere(skeleton).astype(np.float64)
+
+
+def _edges(points: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs of 8-neighbouring skeleton points, each pair once."""
+    index = {(int(r), int(c)): i for i, (r, c) in enumerate(points)}
+    pairs = []
+    for (r, c), i in index.items():
+        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
+            j = index.get((r + dr, c + dc))
+            if j is not None:
+                pairs.append((i, j))
+    return pairs
+
+
+def draw(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """One MNIST digit (28x28 uint8) redrawn as a canvas PNG."""
+    points = _skeleton(digit)
+    extent = np.maximum(points.max(axis=0) - points.min(axis=0), 1.0)  # (rows, cols)
+    points -= points.min(axis=0)
+
+    height = rng.uniform(*HEIGHT) * CANVAS
+    thickness = rng.uniform(THICKNESS[0], min(THICKNESS[1], MAX_THICKNESS_RATIO * height))
+    room = CANVAS - 2 * MARGIN - thickness
+    scale = min((height - thickness) / extent[0], room / extent[1], room / extent[0])
+    scale = max(scale, 0.5)
+    size = extent * scale + thickness  # (height, width) in canvas pixels
+    top = rng.uniform(MARGIN, max(MARGIN, CANVAS - MARGIN - size[0]))
+    left = rng.uniform(MARGIN, max(MARGIN, CANVAS - MARGIN - size[1]))
+
+    radius = thickness / 2 * RENDER
+    ys = (top + thickness / 2 + points[:, 0] * scale) * RENDER
+    xs = (left + thickness / 2 + points[:, 1] * scale) * RENDER
+    coords = list(zip(xs.tolist(), ys.tolist(), strict=True))
+    ink = Image.new("L", (CANVAS * RENDER,) * 2, 0)
+    pen = ImageDraw.Draw(ink)
+    for i, j in _edges(points):
+        pen.line([coords[i], coords[j]], fill=255, width=round(2 * radius))
+    for x, y in coords:
+        pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    alpha = np.asarray(ink.reduce(RENDER))
+
+    rgba = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
+    if rng.random() < WHITE_BACKGROUND:  # fillRect(white) first: opaque everywhere
+        rgba[..., :3] = (255 - alpha)[..., None]
+        rgba[..., 3] = 255
+    else:  # black strokes on the untouched transparent canvas
+        rgba[..., 3] = alpha
+    out = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(out, format="PNG")
+    return out.getvalue()
+
+
+def make_drawings(
+    images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0
+) -> list[tuple[bytes, int]]:
+    """The first n digits of images (cycling if needed) as (PNG bytes, label) pairs."""
+    if len(images) == 0 or n <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    return [(draw(images[i % len(images)], rng), int(labels[i % len(labels)])) for i in range(n)]
+
+
+def _mnist_test(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:  # run as `python scripts/canvas_set.py`
+        sys.path.insert(0, root)
+    from trainer.data import load
+
+    mnist = load(data_dir)
+    return mnist.x_test, mnist.y_test
+
+
+def write(drawings: list[tuple[bytes, int]], out: str | Path, seed: int = 0) -> Path:
+    """Write NNNN_<label>.png files and labels.json into out."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i, (png, label) in enumerate(drawings):
+        name = f"{i:04d}_{label}.png"
+        (out / name).write_bytes(png)
+        files[name] = label
+    meta = {"version": VERSION, "seed": seed, "n": len(drawings), "labels": files}
+    (out / "labels.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return out
+
+
+def read(folder: str | Path) -> list[tuple[bytes, int]]:
+    """A set written by write()."""
+    folder = Path(folder)
+    meta = json.loads((folder / "labels.json").read_text())
+    return [((folder / name).read_bytes(), int(label)) for name, label in meta["labels"].items()]
+
+
+def load_or_make(
+    data_dir: str | Path, n: int, seed: int = 0, cache_dir: str | Path | None = None
+) -> list[tuple[bytes, int]]:
+    """n drawings from the MNIST test set in data_dir; reused from cache_dir if it
+    already holds this exact set (same n, seed and generator version), else written there."""
+    if cache_dir is not None:
+        labels_file = Path(cache_dir) / "labels.json"
+        try:
+            meta = json.loads(labels_file.read_text())
+            if (meta.get("version"), meta.get("seed"), meta.get("n")) == (VERSION, seed, n):
+                return read(cache_dir)
+        except (OSError, ValueError, KeyError):
+            pass
+    images, labels = _mnist_test(data_dir)
+    drawings = make_drawings(images, labels, n, seed)
+    if cache_dir is not None:
+        write(drawings, cache_dir, seed)
+    return drawings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="MNIST folder (IDX files) or .npz")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="folder for the PNGs and labels.json")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    images, labels = _mnist_test(args.data)
+    drawings = make_drawings(images, labels, args.n, args.seed)
+    out = write(drawings, args.out, args.seed)
+    took = time.perf_counter() - started
+    print(f"wrote {len(drawings)} drawings to {out} in {took:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
