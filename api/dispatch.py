@@ -15,6 +15,7 @@ finishes first writes the result, and the waiter sees no failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -24,7 +25,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
+import redis
 from celery import Celery
+from celery.exceptions import BackendError
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from api.errors import ApiError
@@ -75,7 +78,8 @@ class Dispatcher:
             return future.result(timeout=self.timeout + 0.5)
         except FutureTimeout:
             future.cancel()
-            raise ApiError(504, "timeout", f"no answer from a worker within {self.timeout} s")
+            raise ApiError(504, "timeout",
+                           f"no answer from a worker within {self.timeout} s") from None
 
     # -- sender side -----------------------------------------------------------------
     def _ensure_senders(self) -> None:
@@ -158,6 +162,10 @@ class Dispatcher:
                     break
                 except CeleryTimeout:
                     pass
+                except (BackendError, redis.RedisError, OSError) as exc:
+                    # Redis went away while we waited: the same 503 as when it is down.
+                    self.registry.nudge()
+                    raise _unavailable(str(exc)) from exc
                 if not self.registry.serving():
                     raise NO_WORKER
                 if not hedged and time.monotonic() - started >= self.hedge_after:
@@ -174,7 +182,5 @@ class Dispatcher:
 
     def _release(self, result) -> None:
         """Delete the result (it has been read) and drop the subscription."""
-        try:
+        with contextlib.suppress(Exception):  # Redis may be down; the result expires anyway
             result.forget()
-        except Exception:  # noqa: BLE001 - Redis may be down; the result expires anyway
-            pass

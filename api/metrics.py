@@ -75,8 +75,9 @@ class WorkerCollector:
             stats = w.get("stats") or {}
             images.add_metric([name], float(stats.get("images", 0)))
             reloads.add_metric([name], float(w.get("reloads", 0)))
-            for family, key, total in ((batch, "batch_buckets", stats.get("images", 0)),
-                                       (infer, "latency_buckets", stats.get("inference_seconds", 0))):
+            pairs = ((batch, "batch_buckets", stats.get("images", 0)),
+                     (infer, "latency_buckets", stats.get("inference_seconds", 0)))
+            for family, key, total in pairs:
                 buckets = [(edge, float(n)) for edge, n in (stats.get(key) or {}).items()]
                 buckets.append(("+Inf", float(stats.get("batches", 0))))
                 family.add_metric([name], buckets, float(total))

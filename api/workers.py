@@ -61,7 +61,9 @@ class WorkerRegistry:
     def snapshot(self) -> tuple[bool, list[dict], str]:
         """(redis reachable, live workers, error) as of the last refresh (<= 0.5 s old)."""
         self._ensure_thread()
-        if not self.updated:
+        # Also when stale: /ready refreshes without the thread, so a process's first
+        # /predict could act on a view taken when its workers were still alive.
+        if not self.updated or time.monotonic() - self.updated > 3 * self.interval:
             self.refresh()
         return self.redis_ok, self.workers, self.redis_error
 

@@ -79,11 +79,14 @@ class Stack:
         return env
 
     def _spawn(self, name: str, cmd: list[str], **env) -> subprocess.Popen:
-        out = open(self.log_dir / f"{name}.log", "ab") if self.quiet else None
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT if out else None,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        if not self.quiet:
+            return subprocess.Popen(cmd, cwd=ROOT, env=self.env(**env),
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.log_dir / f"{name}.log", "ab") as out:  # the child keeps its own fd
+            return subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
 
     # -- parts -------------------------------------------------------------------------
     def start_redis(self) -> None:

@@ -10,13 +10,38 @@ import logging
 import os
 
 from celery import Celery, signals
+from celery.worker import consumer as celery_consumer
 
 from worker import protocol
 
 log = logging.getLogger("worker")
+# Celery logs two INFO lines per task (received, succeeded): at hundreds of tasks a
+# second that is a measurable share of a core. Failures are still logged.
+for _name in ("celery.app.trace", "celery.worker.strategy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 app = Celery("digits")
 app.conf.update(protocol.celery_config())
+app.conf.worker_consumer = "worker.app:Consumer"
+
+
+class Consumer(celery_consumer.Consumer):
+    """Celery's consumer, surviving its own cleanup after the broker connection is lost.
+
+    Celery 5.7 closes the broken connection after ``collect()`` has already dropped
+    its transport. With messages still unacked (Redis restarted under load), restoring
+    them raises AttributeError, which Celery treats as unrecoverable: the worker exited
+    (code 0) instead of reconnecting. Those messages went with Redis anyway, and the
+    API's hedged resend covers their requests.
+    """
+
+    def on_connection_error_after_connected(self, exc):
+        try:
+            super().on_connection_error_after_connected(exc)
+        except Exception:  # noqa: BLE001 - anything here would end the worker
+            log.warning("cleanup after losing the broker failed; reconnecting anyway",
+                        exc_info=True)
+            self.connection = None
 
 
 class Runtime:

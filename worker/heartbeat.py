@@ -10,6 +10,7 @@ liveness does not depend on Redis.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +33,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 def alive_file(hostname: str) -> Path:
     folder = Path(os.environ.get("WORKER_ALIVE_DIR", tempfile.gettempdir()))
     return folder / f"digits-worker-{hostname.replace('/', '_')}.alive"
+
+
+def _buckets(edges, counts) -> dict:
+    return {str(edge): count for edge, count in zip(edges, counts, strict=True)}
 
 
 class Stats:
@@ -63,8 +68,8 @@ class Stats:
                 "batches": self.batches,
                 "images": self.images,
                 "inference_seconds": round(self.seconds, 6),
-                "batch_buckets": dict(zip(map(str, BATCH_BUCKETS), self.batch_buckets)),
-                "latency_buckets": dict(zip(map(str, LATENCY_BUCKETS), self.latency_buckets)),
+                "batch_buckets": _buckets(BATCH_BUCKETS, self.batch_buckets),
+                "latency_buckets": _buckets(LATENCY_BUCKETS, self.latency_buckets),
             }
 
 
@@ -113,20 +118,14 @@ class Heartbeat:
                     log.warning("heartbeat failed (will keep trying): %s", exc)
                 failing = True
                 # Keep the local liveness file fresh: the worker itself is alive.
-                try:
+                with contextlib.suppress(OSError):
                     self.alive_path.write_text(json.dumps(self.payload()))
-                except OSError:
-                    pass
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
         """Say goodbye at once so the API stops routing here (best effort)."""
         self._stop.set()
-        try:
+        with contextlib.suppress(redis.RedisError):
             self._redis.delete(self.key)
-        except redis.RedisError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self.alive_path.unlink()
-        except OSError:
-            pass
