@@ -42,7 +42,21 @@ def celery_client(config: dict) -> Celery:
         **app.conf.broker_transport_options,
         "socket_timeout": 2.0,
         "socket_connect_timeout": 1.0,
+        # Sending with Redis down must fail fast (503), not retry the connection for
+        # broker_connection_timeout (4 s) while the request runs out of time (504).
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
     }
+    # Likewise the result subscription's reconnect before sending (20 tries by default).
+    app.conf.result_backend_transport_options = {
+        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                         "interval_max": 0.2},
+    }
+    # A request waiting on a result must fail fast (503) when Redis goes away, not
+    # retry past its deadline: the hedged resend and the client's retry recover.
+    app.conf.result_backend_always_retry = False
     return app
 
 

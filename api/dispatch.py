@@ -44,6 +44,19 @@ def _unavailable(reason: str) -> ApiError:
                     {"Retry-After": "1"})
 
 
+def _lost_redis(exc: BaseException | None) -> bool:
+    """Is this (or what it was raised while handling) a lost connection to Redis?
+
+    Celery's result consumer gives up reconnecting with a bare RuntimeError, raised
+    while handling the redis error.
+    """
+    while exc is not None:
+        if isinstance(exc, BackendError | redis.RedisError | OSError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class Dispatcher:
     def __init__(self, celery: Celery, registry: WorkerRegistry, timeout: float = 5.0,
                  hedge_after: float = 1.0, max_group: int = 64, senders: int = 4,
@@ -162,10 +175,12 @@ class Dispatcher:
                     break
                 except CeleryTimeout:
                     pass
-                except (BackendError, redis.RedisError, OSError) as exc:
+                except Exception as exc:
+                    if not _lost_redis(exc):
+                        raise  # the task's own failure: a 502 from the send loop
                     # Redis went away while we waited: the same 503 as when it is down.
                     self.registry.nudge()
-                    raise _unavailable(str(exc)) from exc
+                    raise _unavailable(str(exc).strip()[:200]) from exc
                 if not self.registry.serving():
                     raise NO_WORKER
                 if not hedged and time.monotonic() - started >= self.hedge_after:

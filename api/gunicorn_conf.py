@@ -31,7 +31,8 @@ limit_request_fields = 100
 
 # prometheus-client multiprocess mode: one folder of mmap files per server run. It must be
 # set before prometheus_client is first imported (it picks its value class at import).
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_OWN_PROM_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_PROM_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digits-prom-")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
@@ -61,3 +62,10 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_PROM_DIR:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -6,8 +6,12 @@ pool never forks, so TensorFlow is never loaded in a parent that forks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import signal
+import threading
+import time
 
 from celery import Celery, signals
 from celery.worker import consumer as celery_consumer
@@ -34,6 +38,16 @@ class Consumer(celery_consumer.Consumer):
     (code 0) instead of reconnecting. Those messages went with Redis anyway, and the
     API's hedged resend covers their requests.
     """
+
+    def ensure_connected(self, conn):
+        """Reconnect to a restarted Redis within about a second.
+
+        kombu's defaults back off 2, 4, 6... up to 30 s between attempts, while the
+        heartbeat (and so /ready) is back at once: tasks would queue unserved.
+        """
+        conn.ensure_connection = functools.partial(
+            conn.ensure_connection, interval_start=0.25, interval_step=0.25, interval_max=1.0)
+        return super().ensure_connected(conn)
 
     def on_connection_error_after_connected(self, exc):
         try:
@@ -107,6 +121,38 @@ def _load_model(sender=None, **_):
 @signals.worker_shutting_down.connect
 def _say_goodbye(**_):
     Runtime.stop()
+
+
+@signals.worker_ready.connect
+def _drain_on_sigterm(**_):
+    """On SIGTERM, keep taking tasks for WORKER_DRAIN_SECONDS, then Celery's warm shutdown.
+
+    When the API and the workers are stopped together (compose down, a deploy),
+    requests the API already holds still publish their tasks for a moment: with
+    the consumer stopped at once they found no worker (503). The API stops taking
+    requests at once and lingers at most 2 s on kept-alive connections.
+    """
+    from celery import platforms
+
+    drain = float(os.environ.get("WORKER_DRAIN_SECONDS", 2.5))
+    celery_handler = platforms.signals["SIGTERM"]
+    if drain <= 0 or not callable(celery_handler) or getattr(celery_handler, "drains", False):
+        return
+    draining = threading.Event()
+
+    def later():
+        log.warning("SIGTERM: taking tasks for %.1f s more, then shutting down", drain)
+        time.sleep(drain)
+        os.kill(os.getpid(), signal.SIGTERM)  # back in the handler, now draining
+
+    def handler(signum, frame):
+        if draining.is_set():  # our own wake-up call, or a second SIGTERM
+            return celery_handler(signum, frame)
+        draining.set()
+        threading.Thread(target=later, name="drain", daemon=True).start()
+
+    handler.drains = True
+    platforms.signals["SIGTERM"] = handler
 
 
 @app.task(name=protocol.TASK_PREDICT, ignore_result=False)

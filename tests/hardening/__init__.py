@@ -1,0 +1,1 @@
+"""Hardening tests: malformed input, properties, rate limits and faults, on the real stack."""
