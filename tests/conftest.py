@@ -101,7 +101,8 @@ def start_stack(tmp_path: Path, workers: int = 1, **kwargs) -> Stack:
     if models is None:
         models = tmp_path / "models"
         seeded_store(models)
-    env = {"HEDGE_AFTER": "1.0", **kwargs.pop("env", {})}
+    # Test stacks stop at once; the SIGTERM test turns the workers' drain back on.
+    env = {"HEDGE_AFTER": "1.0", "WORKER_DRAIN_SECONDS": "0", **kwargs.pop("env", {})}
     return Stack(workers=workers, model_dir=models, log_dir=tmp_path / "logs", env=env,
                  **kwargs).start()
 

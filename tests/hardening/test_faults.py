@@ -264,7 +264,7 @@ def test_all_workers_gone_answers_503_fast(tmp_path, stacks, kill):
 
 def test_sigterm_under_load_drains_and_exits(tmp_path, stacks):
     """API and workers SIGTERMed together (compose down, a deploy) while clients post."""
-    s = start_stack(tmp_path, workers=2)
+    s = start_stack(tmp_path, workers=2, env={"WORKER_DRAIN_SECONDS": "2.5"})
     stacks.append(s)
     predict(s.url)
     procs = {"api": s.api, **{f"worker{i}": p for i, p in s.workers.items()}}
