@@ -51,9 +51,13 @@ def celery_config(url: str | None = None) -> dict:
         # Results are read once and deleted by the API; the expiry catches the rest
         # (a hedged duplicate, a client that went away).
         "result_expires": int(os.environ.get("RESULT_EXPIRES", 120)),
-        # A message a killed worker had reserved comes back after this long; by then
-        # it has expired and is dropped (the API's hedged retry already answered).
-        "broker_transport_options": {"visibility_timeout": 60},
+        # No ack emulation: kombu's Redis transport otherwise books every message into
+        # an "unacked" hash on delivery and out again on ack (two more Redis round
+        # trips and client set-ups per task) so that a dead worker's messages come
+        # back after a visibility timeout. Here they would come back long after their
+        # request expired; the API's hedged resend recovers them within HEDGE_AFTER
+        # instead. Measured: a no-op task's result wait fell from 2.65 to 1.51 ms.
+        "broker_transport_options": {"ack_emulation": False},
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "redis_socket_timeout": 5.0,
