@@ -19,7 +19,7 @@ DEFAULTS = {
     "COALESCE": True,
     "COALESCE_MAX": 64,
     # Threads per API process that send tasks and wait for their results.
-    "DISPATCH_THREADS": 4,
+    "DISPATCH_THREADS": 1,
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 4_000_000,
     # flask-limiter syntax, per client address, e.g. "50/second;1000/minute". Empty: off.
