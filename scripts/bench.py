@@ -910,8 +910,9 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--model-dir",
-        default=os.environ.get("MODEL_DIR") or str(ROOT / "var/models"),
-        help="model store every system loads (default $MODEL_DIR or var/models)",
+        default=os.environ.get("MODEL_DIR"),
+        help="model store every system loads (default $MODEL_DIR, else a fresh copy of the "
+        "shipped default model: a long-lived var/models may hold an older one)",
     )
     p.add_argument("--baseline-workers", type=int, default=4, help="gunicorn -w of the baseline")
     p.add_argument(
@@ -971,7 +972,7 @@ def main(argv=None) -> int:
         "body_dir": body_dir,
         "log_dir": log_dir,
         "env": env,
-        "model_dir": Path(args.model_dir).resolve(),
+        "model_dir": Path(args.model_dir or log_dir.parent / "models").resolve(),
     }
     load_before = os.getloadavg()
     log(

@@ -170,7 +170,12 @@ def main(argv=None) -> int:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
-        stack = Stack(workers=args.workers, env={"RATE_LIMIT": ""})
+        # A fresh copy of the shipped model unless MODEL_DIR says otherwise: a long-lived
+        # var/models may still hold an older default.
+        import tempfile
+
+        models = os.environ.get("MODEL_DIR") or tempfile.mkdtemp(prefix="digits-eval-models-")
+        stack = Stack(workers=args.workers, env={"RATE_LIMIT": ""}, model_dir=models)
     try:
         if stack:
             print(f"starting a private stack ({args.workers} workers)...", flush=True)
