@@ -35,10 +35,6 @@ def register(app: Flask) -> None:
         code = (exc.name or "error").lower().replace(" ", "_")
         # Keep the exception's own headers but its HTML content type: Allow on a 405.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        if exc.code == 413:
-            # The body was refused unread: the server cannot find the next request on
-            # this connection, so say it will close rather than let the client reuse it.
-            headers["Connection"] = "close"
         return error_response(exc.code or 500, code, exc.description or exc.name, headers)
 
     @app.errorhandler(Exception)

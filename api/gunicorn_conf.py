@@ -69,3 +69,19 @@ def on_exit(server):
         import shutil
 
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def pre_request(worker, req):
+    """Close the connection after a body the app will refuse unread (413).
+
+    gunicorn drains at most 64 KiB of an unread body before reusing a kept-alive
+    connection; past that it closes it after sending a response that promised
+    keep-alive, and the client's next request on it gets no answer. gunicorn drops
+    a Connection header set by the app, so the decision is made here. (The limit
+    mirrors api/config.py's MAX_CONTENT_LENGTH; importing the app here would load
+    it in the master.)
+    """
+    limit = int(os.environ.get("MAX_CONTENT_LENGTH", 2 * 1024 * 1024))
+    for name, value in req.headers:
+        if name == "CONTENT-LENGTH" and value.isdigit() and int(value) > limit:
+            req.must_close = True

@@ -322,10 +322,28 @@ def run_wrk(
     }
 
 
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in a process group (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def drive(name: str, url: str, ctx: dict) -> dict:
     levels = {}
     for c in ctx["concurrency"]:
         before = ctx["scrape"]() if ctx.get("scrape") else None
+        groups = ctx.get("cpu_groups") or {}
+        cpu_before = {role: sum(map(cpu_seconds, pgids)) for role, pgids in groups.items()}
         result = run_wrk(
             name,
             url,
@@ -338,6 +356,13 @@ def drive(name: str, url: str, ctx: dict) -> dict:
         )
         if before is not None:
             result["server"] = metrics_delta(before, ctx["scrape"]())
+        if groups and result.get("requests"):
+            # CPU milliseconds each role spent per request answered: where the time goes.
+            result["cpu_ms_per_request"] = {
+                role: round((sum(map(cpu_seconds, pgids)) - cpu_before[role]) * 1000
+                            / result["requests"], 3)
+                for role, pgids in groups.items()
+            }
         levels[str(c)] = result
         extra = ""
         if result.get("server"):
@@ -346,6 +371,9 @@ def drive(name: str, url: str, ctx: dict) -> dict:
                 f"  [mean group {s['mean_group']}, mean batch {s['mean_batch']}, "
                 f"hedges {s['hedges']}, error codes {s['error_codes'] or '-'}]"
             )
+        if result.get("cpu_ms_per_request"):
+            extra += "  CPU ms/request " + ", ".join(
+                f"{role} {ms}" for role, ms in result["cpu_ms_per_request"].items())
         log(
             f"  {name:8s} c={c:<3d} {result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.1f}  "
             f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']} "
@@ -653,7 +681,12 @@ def bench_ours(args, ctx) -> dict:
         log(f"  warm-up: {warm}")
         acc = accuracy_check(stack.url, ctx["bodies"], ctx["labels"])
         log(f"  accuracy on {acc['n']} drawings: {acc['accuracy']} (statuses {acc['statuses']})")
-        ctx = dict(ctx, scrape=lambda: scrape(stack.url))
+        cpu_groups = {
+            "api": [stack.api.pid],
+            "workers": [proc.pid for proc in stack.workers.values()],
+            "redis": [stack.redis.pid] if stack.redis else [],
+        }
+        ctx = dict(ctx, scrape=lambda: scrape(stack.url), cpu_groups=cpu_groups)
         levels = drive("ours", stack.url, ctx)
         api_rss = rss_by_group(stack.api.pid)
         worker_rss = [p for proc in stack.workers.values() for p in rss_by_group(proc.pid)]

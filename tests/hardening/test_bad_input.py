@@ -7,6 +7,7 @@ Content-Type, chunked bodies, broken HTTP).
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import struct
@@ -184,6 +185,23 @@ def test_declared_huge_content_length_is_refused_before_reading(api):
     reply = raw_request(api, request)
     assert_json_error(reply, 413, "request_entity_too_large")
     check_fast(reply)
+
+
+def test_a_refused_large_body_closes_its_kept_alive_connection(api):
+    """413 before reading the body: the answer must say the connection closes, so a
+    keep-alive client opens a new one instead of losing its next request."""
+    host, port = api.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        body, content_type, _, _ = BODIES["body over MAX_CONTENT_LENGTH"]
+        conn.request("POST", "/predict", body, {"Content-Type": content_type})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 413
+        assert response.getheader("Connection", "").lower() == "close"
+    finally:
+        conn.close()
+    check_valid_still_works(api)
 
 
 def _chunked(api: str, body: bytes, chunk: int = 65536) -> bytes:
