@@ -68,8 +68,11 @@ class WorkerRegistry:
         return self.redis_ok, self.workers, self.redis_error
 
     def cached(self) -> list[dict]:
-        """Live workers as last seen, without ever waiting on Redis (for /health)."""
+        """Live workers as last seen, for /health: it waits on Redis only for a process's
+        very first look (bounded by the 1 s socket timeout), never afterwards."""
         self._ensure_thread()
+        if not self.updated:
+            self.refresh()
         return self.workers
 
     def serving(self) -> list[dict]:

@@ -72,6 +72,7 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
+from scripts.bench import parse_env  # noqa: E402
 from scripts.stack import Stack  # noqa: E402
 
 DEFAULT_PREDICT_TIMEOUT = 5.0  # api/config.py's default; --env PREDICT_TIMEOUT=... changes it
@@ -1409,16 +1410,6 @@ class Soak:
 
 
 # ------------------------------------------------------------------ main
-def parse_env(values: list[str] | None) -> dict:
-    env = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--env wants KEY=VALUE, got {item!r}")
-        env[key] = value
-    return env
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m scripts.soak",

@@ -107,13 +107,22 @@ def start_stack(tmp_path: Path, workers: int = 1, **kwargs) -> Stack:
                  **kwargs).start()
 
 
+def _module_stack(tmp_path_factory, workers: int):
+    s = start_stack(tmp_path_factory.mktemp("stack"), workers=workers)
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """One running stack (2 workers) shared by a module's read-only tests."""
-    tmp = tmp_path_factory.mktemp("stack")
-    s = start_stack(tmp, workers=2)
-    yield s
-    s.stop()
+    yield from _module_stack(tmp_path_factory, 2)
+
+
+@pytest.fixture(scope="module")
+def small_stack(tmp_path_factory):
+    """One running stack with a single worker, shared by a module's tests."""
+    yield from _module_stack(tmp_path_factory, 1)
 
 
 def copy_store(src: ModelStore, folder: Path) -> ModelStore:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_stack
-
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -64,11 +62,9 @@ def _is_predict(request) -> bool:
 
 
 @pytest.fixture(scope="module")
-def web_stack(tmp_path_factory):
+def web_stack(small_stack):
     """A real stack with one worker, shared by the module's tests."""
-    stack = start_stack(tmp_path_factory.mktemp("browser-stack"), workers=1)
-    yield stack
-    stack.stop()
+    return small_stack
 
 
 @pytest.fixture(scope="module")

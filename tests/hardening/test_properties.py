@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.openapi import SPEC
-from tests.conftest import SEVEN, draw_png, start_stack
+from tests.conftest import SEVEN, draw_png
 from tests.hardening.helpers import assert_error_shape, b64
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
@@ -33,10 +33,8 @@ SETTINGS = settings(max_examples=60, deadline=None, database=None,
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    s = start_stack(tmp_path_factory.mktemp("properties"), workers=1)
-    yield s
-    s.stop()
+def live(small_stack):
+    return small_stack
 
 
 @pytest.fixture(scope="module")
