@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import threading
 import time
 import uuid
 from concurrent.futures import Future
@@ -31,7 +30,7 @@ from celery.exceptions import BackendError
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from api.errors import ApiError
-from api.workers import WorkerRegistry
+from api.workers import ProcessThreads, WorkerRegistry
 from worker.protocol import QUEUE, TASK_PREDICT, encode_batch
 
 log = logging.getLogger("api.dispatch")
@@ -66,11 +65,9 @@ class Dispatcher:
         self.timeout = timeout
         self.hedge_after = hedge_after
         self.max_group = max(1, max_group)
-        self.senders = senders
         self.on_group = on_group  # metrics hook: (size, hedged)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._started_pid = None
-        self._lock = threading.Lock()
+        self._senders = ProcessThreads(self._send_loop, "sender", senders)
 
     # -- request side --------------------------------------------------------------
     def predict(self, image: np.ndarray) -> dict:
@@ -83,7 +80,7 @@ class Dispatcher:
             self.registry.refresh()
             if not self.registry.serving():
                 raise NO_WORKER
-        self._ensure_senders()
+        self._senders.ensure()
         future: Future = Future()
         deadline = time.monotonic() + self.timeout
         self._queue.put((image, future, deadline))
@@ -95,18 +92,6 @@ class Dispatcher:
                            f"no answer from a worker within {self.timeout} s") from None
 
     # -- sender side -----------------------------------------------------------------
-    def _ensure_senders(self) -> None:
-        import os
-
-        if self._started_pid == os.getpid():
-            return
-        with self._lock:
-            if self._started_pid == os.getpid():
-                return
-            for i in range(self.senders):
-                threading.Thread(target=self._send_loop, name=f"sender-{i}", daemon=True).start()
-            self._started_pid = os.getpid()
-
     def _take_group(self) -> list:
         group = []
         item = self._queue.get()

@@ -18,6 +18,28 @@ from worker.protocol import HEARTBEAT_PREFIX, QUEUE, parse_heartbeat
 log = logging.getLogger("api.workers")
 
 
+class ProcessThreads:
+    """Daemon threads started once per process, on first use.
+
+    A thread does not survive gunicorn's fork, so each process starts its own.
+    """
+
+    def __init__(self, target, name: str, count: int = 1):
+        self.target, self.name, self.count = target, name, count
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            for i in range(self.count):
+                threading.Thread(target=self.target, name=f"{self.name}-{i}", daemon=True).start()
+            self._pid = os.getpid()
+
+
 class WorkerRegistry:
     def __init__(self, client: redis.Redis, interval: float = 0.5):
         self.client = client
@@ -26,19 +48,8 @@ class WorkerRegistry:
         self.redis_ok = False
         self.redis_error = "not checked yet"
         self.updated = 0.0
-        self._lock = threading.Lock()
-        self._pid = None
         self._wake = threading.Event()
-
-    def _ensure_thread(self) -> None:
-        # Started lazily and per process: a thread does not survive gunicorn's fork.
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            threading.Thread(target=self._loop, name="worker-registry", daemon=True).start()
+        self._thread = ProcessThreads(self._loop, "worker-registry")
 
     def _loop(self) -> None:
         while True:
@@ -60,7 +71,7 @@ class WorkerRegistry:
 
     def snapshot(self) -> tuple[bool, list[dict], str]:
         """(redis reachable, live workers, error) as of the last refresh (<= 0.5 s old)."""
-        self._ensure_thread()
+        self._thread.ensure()
         # Also when stale: /ready refreshes without the thread, so a process's first
         # /predict could act on a view taken when its workers were still alive.
         if not self.updated or time.monotonic() - self.updated > 3 * self.interval:
@@ -70,7 +81,7 @@ class WorkerRegistry:
     def cached(self) -> list[dict]:
         """Live workers as last seen, for /health: it waits on Redis only for a process's
         very first look (bounded by the 1 s socket timeout), never afterwards."""
-        self._ensure_thread()
+        self._thread.ensure()
         if not self.updated:
             self.refresh()
         return self.workers

@@ -550,15 +550,7 @@ class Soak:
             self.faults.append(entry)
             log(
                 f"[{entry['end_s']:6.1f}s] fault {entry['n']} {kind} over "
-                f"({entry['window_s']} s): {entry.get('detail', '')}"
-                + (
-                    ""
-                    if entry.get("recovered")
-                    else "  (interrupted)"
-                    if entry.get("interrupted")
-                    else "  NOT RECOVERED"
-                )
-                + (f"  ({entry['error']})" if entry.get("error") else "")
+                f"({entry['window_s']} s): {entry.get('detail', '')}{_outcome(entry)}"
             )
             next_at = max(entry["start_s"] + args.fault_every, self.now() + args.min_gap)
 
@@ -1346,15 +1338,7 @@ class Soak:
                 f"{f.get('detail', '')}"
             )
             lines.append(
-                f"      valid requests overlapping: {f.get('valid_during', {})}"
-                + (
-                    ""
-                    if f.get("recovered")
-                    else "   (interrupted)"
-                    if f.get("interrupted")
-                    else "   NOT RECOVERED"
-                )
-                + (f"   error: {f['error']}" if f.get("error") else "")
+                f"      valid requests overlapping: {f.get('valid_during', {})}{_outcome(f)}"
             )
         if doc["events"]:
             lines += ["", "events"]
@@ -1407,6 +1391,16 @@ class Soak:
             ]
         lines += ["", f"unexpected: {s['unexpected']}; errors by class: {s['errors_by_class']}"]
         return "\n".join(lines)
+
+
+def _outcome(fault: dict) -> str:
+    """How a fault ended, for the log and the report: nothing when it recovered."""
+    text = ""
+    if not fault.get("recovered"):
+        text = "  (interrupted)" if fault.get("interrupted") else "  NOT RECOVERED"
+    if fault.get("error"):
+        text += f"  (error: {fault['error']})"
+    return text
 
 
 # ------------------------------------------------------------------ main

@@ -12,7 +12,17 @@ import zipfile
 import pytest
 
 from models.store import MODEL_FILE, ModelStore
-from tests.conftest import ROOT, SEVEN, data_url, draw_png, get, post, seeded_store, start_stack
+from tests.conftest import (
+    ROOT,
+    SEVEN,
+    copy_store,
+    data_url,
+    draw_png,
+    get,
+    post,
+    seeded_store,
+    start_stack,
+)
 
 
 def trainer(*args, model_dir, timeout=300) -> subprocess.CompletedProcess:
@@ -34,13 +44,6 @@ def tiny_store(tmp_path_factory, mnist_dir):
     store = ModelStore(folder)
     store.rollback()  # keep the good default current; version 2 waits to be promoted
     return store
-
-
-def clone(store: ModelStore, folder) -> ModelStore:
-    import shutil
-
-    shutil.copytree(store.root, folder)
-    return ModelStore(folder)
 
 
 def test_tiny_training_run_through_the_cli(tiny_store):
@@ -66,7 +69,7 @@ def test_the_gate_keeps_a_weak_model_but_does_not_serve_it(tmp_path, mnist_dir):
 
 
 def test_list_promote_rollback_evaluate(tiny_store, tmp_path, mnist_dir):
-    folder = clone(tiny_store, tmp_path / "models").root
+    folder = copy_store(tiny_store, tmp_path / "models").root
     listing = trainer("list", model_dir=folder)
     assert listing.returncode == 0
     current_line = next(line for line in listing.stdout.splitlines() if line.startswith("*"))
@@ -107,7 +110,7 @@ def _wait_for_versions(stack, want: list, timeout: float = 5.0) -> float:
 
 def test_promote_and_rollback_reach_every_worker_within_5s_with_no_failed_request(
         tiny_store, tmp_path):
-    store = clone(tiny_store, tmp_path / "models")
+    store = copy_store(tiny_store, tmp_path / "models")
     stack = start_stack(tmp_path, workers=2, model_dir=store.root)
     body = {"image": data_url(draw_png(SEVEN))}
     failures, versions, stop = [], set(), threading.Event()
@@ -144,7 +147,7 @@ def test_promote_and_rollback_reach_every_worker_within_5s_with_no_failed_reques
 
 def test_a_corrupt_or_truncated_model_is_rejected_and_the_old_one_keeps_serving(
         tiny_store, tmp_path):
-    store = clone(tiny_store, tmp_path / "models")
+    store = copy_store(tiny_store, tmp_path / "models")
     good = store.verify(2).model_path.read_bytes()
 
     def publish(content: bytes) -> int:
