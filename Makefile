@@ -7,6 +7,7 @@ DATA ?= ../shared/data/mnist
 WORKERS ?= 2
 PORT ?= 8000
 export WORKERS PORT
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up install test test-fast lint format audit train eval-canvas bench soak clean
 
@@ -49,7 +50,10 @@ train: install
 eval-canvas: install
 	$(PY) -m scripts.eval_canvas --data $(DATA)
 
+## wrk (the load generator) comes from Debian; installed here if missing.
 bench: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
 	$(PY) -m scripts.bench --data $(DATA)
 
 soak: install

@@ -35,28 +35,10 @@ SECURITY_HEADERS = {
 
 
 def celery_client(config: dict) -> Celery:
-    """A Celery app used only to send tasks and read results (after Flask's example)."""
+    """A Celery app that only builds task messages (after Flask's example); the
+    dispatcher publishes them and reads the results itself (api/dispatch.py)."""
     app = Celery("digits-api")
     app.conf.update(celery_config(config["REDIS_URL"]))
-    app.conf.broker_transport_options = {
-        **app.conf.broker_transport_options,
-        "socket_timeout": 2.0,
-        "socket_connect_timeout": 1.0,
-        # Sending with Redis down must fail fast (503), not retry the connection for
-        # broker_connection_timeout (4 s) while the request runs out of time (504).
-        "max_retries": 1,
-        "interval_start": 0,
-        "interval_step": 0.2,
-        "interval_max": 0.2,
-    }
-    # Likewise the result subscription's reconnect before sending (20 tries by default).
-    app.conf.result_backend_transport_options = {
-        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
-                         "interval_max": 0.2},
-    }
-    # A request waiting on a result must fail fast (503) when Redis goes away, not
-    # retry past its deadline: the hedged resend and the client's retry recover.
-    app.conf.result_backend_always_retry = False
     return app
 
 
@@ -74,11 +56,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     workers = WorkerRegistry(client)
     app.extensions["digits_workers"] = workers
     app.extensions["digits_dispatcher"] = Dispatcher(
-        celery_client(cfg), workers,
+        celery_client(cfg), client, workers,
         timeout=cfg["PREDICT_TIMEOUT"],
         hedge_after=cfg["HEDGE_AFTER"],
         max_group=cfg["COALESCE_MAX"] if cfg["COALESCE"] else 1,
-        senders=cfg["DISPATCH_THREADS"],
+        window=cfg["DISPATCH_WINDOW"],
         on_group=metrics.observe_group,
     )
 

@@ -18,8 +18,9 @@ DEFAULTS = {
     # Concurrent requests in one API process travel as one task (up to COALESCE_MAX).
     "COALESCE": True,
     "COALESCE_MAX": 64,
-    # Threads per API process that send tasks and wait for their results.
-    "DISPATCH_THREADS": 1,
+    # Tasks one API process keeps in flight; requests arriving meanwhile queue and
+    # travel together in the next task.
+    "DISPATCH_WINDOW": 1,
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 4_000_000,
     # flask-limiter syntax, per client address, e.g. "50/second;1000/minute". Empty: off.

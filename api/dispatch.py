@@ -1,41 +1,55 @@
-"""From preprocessed images to answers, through Celery over Redis.
+"""From preprocessed images to answers, through Celery workers over Redis.
 
 ``Dispatcher.predict(image)`` blocks until a worker answers, or raises ApiError:
-503 when no worker lives or Redis is down (fast), 504 when the timeout runs out.
+503 when no worker lives or Redis is down (fast), 504 when the timeout runs out,
+502 when the task itself failed.
 
-Coalescing: request threads put their image on a queue. A few sender threads
-each take whatever is queued (up to ``max_group`` images) and send it as ONE
-Celery task, so the broker is paid once per group. A lone request is sent at
-once: nobody waits for company, so latency at concurrency 1 does not suffer.
-
-Hedging: a group unanswered after ``hedge_after`` seconds (its worker was
-killed, say) is published once more under the same task id; whichever copy
-finishes first writes the result, and the waiter sees no failure.
+1. Coalescing. Requests queue their image. Each API process keeps at most
+   ``window`` tasks in flight. A request that finds room sends everything queued
+   (up to ``max_group`` images) as ONE Celery task, so the broker and a worker's
+   per-task cost are paid once per group. A lone request is sent at once: nobody
+   waits for company, so latency at concurrency 1 does not suffer. Requests that
+   arrive while the window is full travel together in the next group, which is
+   sent the moment an answer frees a place.
+2. Sending. Celery builds the task message; it is LPUSHed onto the queue
+   (``protocol.task_message``) instead of going through kombu's producer.
+3. Answers. Celery's Redis result backend publishes every result it stores on a
+   channel named after the task id. One listener thread per process holds a
+   pattern subscription to its own task ids, so an answer costs no extra round
+   trip: no per-task subscribe, poll or delete. Read results are deleted in bulk
+   once per tick; the rest expire (RESULT_EXPIRES).
+4. Hedging. A group unanswered after ``hedge_after`` seconds (its worker was
+   killed, say) is first looked up, in case its notice was lost while the
+   subscription reconnected, and otherwise published once more under the same
+   task id: whichever copy finishes first answers.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
-import queue
+import os
+import socket
+import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 
 import numpy as np
 import redis
 from celery import Celery
-from celery.exceptions import BackendError
-from celery.exceptions import TimeoutError as CeleryTimeout
 
 from api.errors import ApiError
 from api.workers import ProcessThreads, WorkerRegistry
-from worker.protocol import QUEUE, TASK_PREDICT, encode_batch
+from worker.protocol import QUEUE, RESULT_PREFIX, encode_batch, parse_result, task_message
 
 log = logging.getLogger("api.dispatch")
 
 NO_WORKER = ApiError(503, "no_workers", "no worker with a loaded model is running")
+NO_WORKER_AFTER = 0.25  # seconds in flight before a group checks that a worker lives
 
 
 def _unavailable(reason: str) -> ApiError:
@@ -43,31 +57,53 @@ def _unavailable(reason: str) -> ApiError:
                     {"Retry-After": "1"})
 
 
-def _lost_redis(exc: BaseException | None) -> bool:
-    """Is this (or what it was raised while handling) a lost connection to Redis?
+def _timeout(seconds: float) -> ApiError:
+    return ApiError(504, "timeout", f"no answer from a worker within {seconds} s")
 
-    Celery's result consumer gives up reconnecting with a bare RuntimeError, raised
-    while handling the redis error.
-    """
-    while exc is not None:
-        if isinstance(exc, BackendError | redis.RedisError | OSError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+
+@dataclass(eq=False)
+class _Group:
+    """Requests travelling as one task: [(image, future, deadline)]."""
+
+    task_id: str
+    items: list
+    deadline: float
+    sent: float  # monotonic time it was (last) published
+    message: str = ""  # set once built, before it is published
+    hedged: bool = False
 
 
 class Dispatcher:
-    def __init__(self, celery: Celery, registry: WorkerRegistry, timeout: float = 5.0,
-                 hedge_after: float = 1.0, max_group: int = 64, senders: int = 4,
-                 on_group=None):
-        self.celery = celery
+    def __init__(self, celery: Celery, client: redis.Redis, registry: WorkerRegistry,
+                 timeout: float = 5.0, hedge_after: float = 1.0, max_group: int = 64,
+                 window: int = 1, on_group=None, tick: float = 0.05):
+        self.celery = celery  # builds the task messages
+        self.client = client  # publishes them
         self.registry = registry
         self.timeout = timeout
         self.hedge_after = hedge_after
         self.max_group = max(1, max_group)
+        self.window = max(1, window)
         self.on_group = on_group  # metrics hook: (size, hedged)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._senders = ProcessThreads(self._send_loop, "sender", senders)
+        self.tick = tick
+        self._lock = threading.Lock()
+        self._queued: deque = deque()
+        self._inflight: dict[str, _Group] = {}
+        self._read: list[str] = []  # result keys to delete
+        self._subscribed = threading.Event()
+        self._ever_subscribed = False
+        self._listen_error = "not subscribed yet"
+        self._prefix = ""
+        self._ids = itertools.count()
+        self._listener = ProcessThreads(self._listen, "results", setup=self._new_process)
+
+    def _new_process(self) -> None:
+        """This process's own task ids (the listener subscribes to them alone)."""
+        self._prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self._subscribed.clear()
+        self._ever_subscribed = False
+        self._queued.clear()
+        self._inflight.clear()
 
     # -- request side --------------------------------------------------------------
     def predict(self, image: np.ndarray) -> dict:
@@ -80,107 +116,189 @@ class Dispatcher:
             self.registry.refresh()
             if not self.registry.serving():
                 raise NO_WORKER
-        self._senders.ensure()
+        self._listener.ensure()
+        # A process's first request waits for its listener; later, a lost
+        # subscription means Redis is gone: answer at once.
+        if not self._subscribed.wait(0.0 if self._ever_subscribed else 1.0):
+            raise _unavailable(self._listen_error)
         future: Future = Future()
-        deadline = time.monotonic() + self.timeout
-        self._queue.put((image, future, deadline))
+        with self._lock:
+            self._queued.append((image, future, time.monotonic() + self.timeout))
+        self._send_queued()
         try:
             return future.result(timeout=self.timeout + 0.5)
         except FutureTimeout:
             future.cancel()
-            raise ApiError(504, "timeout",
-                           f"no answer from a worker within {self.timeout} s") from None
+            raise _timeout(self.timeout) from None
 
-    # -- sender side -----------------------------------------------------------------
-    def _take_group(self) -> list:
-        group = []
-        item = self._queue.get()
-        while True:
-            image, future, deadline = item
+    # -- sending -------------------------------------------------------------------
+    def _take_group(self) -> _Group | None:
+        """Under the lock: the queued requests still wanted, as one group."""
+        items, now = [], time.monotonic()
+        while self._queued and len(items) < self.max_group:
+            image, future, deadline = item = self._queued.popleft()
             # Skip requests whose client already gave up.
-            if future.set_running_or_notify_cancel() and deadline > time.monotonic():
-                group.append(item)
+            if future.set_running_or_notify_cancel() and deadline > now:
+                items.append(item)
             elif not future.done():
                 future.set_exception(ApiError(504, "timeout", "expired while queued"))
-            if len(group) >= self.max_group:
-                return group
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return group
+        if not items:
+            return None
+        group = _Group(self._prefix + str(next(self._ids)), items,
+                       min(deadline for _, _, deadline in items), sent=now)
+        self._inflight[group.task_id] = group  # holds its place in the window
+        return group
 
-    def _send_loop(self) -> None:
+    def _send_queued(self) -> None:
+        """Send queued requests while the window has room."""
         while True:
-            group = self._take_group()
-            if not group:
+            with self._lock:
+                if not self._queued or len(self._inflight) >= self.window:
+                    return
+                group = self._take_group()
+            if group is None:
                 continue
             try:
-                answers = self._round_trip(group)
-            except ApiError as exc:
-                for _, future, _ in group:
-                    future.set_exception(exc)
-                continue
+                images = np.stack([image for image, _, _ in group.items])
+                group.message = task_message(
+                    self.celery, group.task_id, encode_batch(images), len(images),
+                    expires=max(0.5, group.deadline - time.monotonic()))
+                self._publish(group)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear back
-                log.exception("dispatch failed")
-                err = ApiError(502, "worker_error", f"the worker failed: {type(exc).__name__}")
-                for _, future, _ in group:
-                    future.set_exception(err)
-                continue
-            for (_, future, _), answer in zip(group, answers, strict=True):
-                future.set_result(answer)
-
-    def _publish(self, payload: str, task_id: str, expires: float) -> None:
-        try:
-            self.celery.send_task(
-                TASK_PREDICT, args=[payload], task_id=task_id, queue=QUEUE,
-                expires=expires, retry=False,
-            )
-        except Exception as exc:  # kombu raises its own and socket errors
-            self.registry.nudge()
-            raise _unavailable(str(exc)) from exc
-
-    def _round_trip(self, group: list) -> list[dict]:
-        images = np.stack([image for image, _, _ in group])
-        payload = encode_batch(images)
-        deadline = min(d for _, _, d in group)
-        task_id = uuid.uuid4().hex
-        self._publish(payload, task_id, max(0.5, deadline - time.monotonic()))
-        result = self.celery.AsyncResult(task_id)
-        started = time.monotonic()
-        hedged = False
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ApiError(504, "timeout",
-                                   f"no answer from a worker within {self.timeout} s")
-                try:
-                    value = result.get(timeout=min(0.25, remaining), propagate=True,
-                                       disable_sync_subtasks=False)
-                    break
-                except CeleryTimeout:
-                    pass
-                except Exception as exc:
-                    if not _lost_redis(exc):
-                        raise  # the task's own failure: a 502 from the send loop
-                    # Redis went away while we waited: the same 503 as when it is down.
+                self._drop(group)
+                if isinstance(exc, redis.RedisError | OSError):
                     self.registry.nudge()
-                    raise _unavailable(str(exc).strip()[:200]) from exc
-                if not self.registry.serving():
-                    raise NO_WORKER
-                if not hedged and time.monotonic() - started >= self.hedge_after:
-                    hedged = True
-                    log.warning("task %s unanswered after %.1f s: sending it again",
-                                task_id, self.hedge_after)
-                    self._publish(payload, task_id, max(0.5, deadline - time.monotonic()))
-        finally:
-            self._release(result)
-        if self.on_group:
-            self.on_group(len(group), hedged)
-        version = value["model_version"]
-        return [{"probabilities": p, "model_version": version} for p in value["probabilities"]]
+                    exc = _unavailable(str(exc))
+                elif not isinstance(exc, ApiError):
+                    log.exception("cannot send a task")
+                    exc = ApiError(500, "internal_error", "the task could not be sent")
+                self._fail(group, exc)
 
-    def _release(self, result) -> None:
-        """Delete the result (it has been read) and drop the subscription."""
-        with contextlib.suppress(Exception):  # Redis may be down; the result expires anyway
-            result.forget()
+    def _publish(self, group: _Group) -> None:
+        group.sent = time.monotonic()
+        self.client.lpush(QUEUE, group.message)
+
+    def _drop(self, group: _Group) -> bool:
+        """Take a group out of the window; False if something else already had."""
+        with self._lock:
+            return self._inflight.pop(group.task_id, None) is not None
+
+    # -- answers -------------------------------------------------------------------
+    @staticmethod
+    def _fail(group: _Group, error: ApiError) -> None:
+        for _, future, _ in group.items:
+            if not future.done():
+                future.set_exception(error)
+
+    def _settle(self, group: _Group, raw: bytes) -> None:
+        """Hand each request its answer from the stored result."""
+        try:
+            state, value = parse_result(raw)
+        except ValueError:
+            state, value = "UNREADABLE", None
+        if state == "SUCCESS":
+            try:
+                version = value["model_version"]
+                answers = list(zip(group.items, value["probabilities"], strict=True))
+            except (KeyError, TypeError, ValueError):
+                state = "MALFORMED"
+            else:
+                for (_, future, _), probs in answers:
+                    if not future.done():
+                        future.set_result({"probabilities": probs, "model_version": version})
+        if state == "SUCCESS":
+            pass
+        elif state == "REVOKED":  # Celery drops a task whose `expires` passed in the queue
+            self._fail(group, ApiError(504, "timeout", "the task expired before a worker took it"))
+        else:
+            kind = value.get("exc_type", state) if isinstance(value, dict) else state
+            log.error("task %s failed: %s", group.task_id, value)
+            self._fail(group, ApiError(502, "worker_error", f"the worker failed: {kind}"))
+        with self._lock:
+            self._read.append(RESULT_PREFIX + group.task_id)
+        if self.on_group:
+            self.on_group(len(group.items), group.hedged)
+
+    def _answer(self, task_id: str, raw: bytes) -> None:
+        with self._lock:
+            group = self._inflight.pop(task_id, None)
+        if group is not None:  # else a hedged copy's second answer, or one too late
+            self._settle(group, raw)
+            self._send_queued()
+
+    def _check_inflight(self, now: float) -> None:
+        """Time out, hedge, or fail fast (no worker left) the groups still in flight."""
+        with self._lock:
+            groups = list(self._inflight.values())
+        freed = False
+        # Waiting on no live worker: give up at once (checked only for groups that
+        # have waited a while: a passing blip in the view must not fail fresh ones).
+        no_worker = (any(now - g.sent >= NO_WORKER_AFTER for g in groups)
+                     and not self.registry.serving())
+        for group in groups:
+            if now >= group.deadline or (no_worker and now - group.sent >= NO_WORKER_AFTER):
+                if self._drop(group):
+                    self._fail(group, NO_WORKER if no_worker else _timeout(self.timeout))
+                    freed = True
+            elif group.message and not group.hedged and now - group.sent >= self.hedge_after:
+                group.hedged = True
+                raw = self.client.get(RESULT_PREFIX + group.task_id)
+                if raw is not None:  # answered while the subscription was down
+                    self._answer(group.task_id, raw)
+                    continue
+                log.warning("task %s unanswered after %.1f s: sending it again",
+                            group.task_id, self.hedge_after)
+                self._publish(group)
+        if freed:
+            self._send_queued()
+
+    def _housekeeping(self) -> None:
+        with self._lock:
+            read, self._read = self._read, []
+        if read:
+            self.client.unlink(*read)
+        self._check_inflight(time.monotonic())
+
+    def _lost_redis(self, exc: BaseException) -> None:
+        """Redis went away: what is in flight went with it (503, as when it is down)."""
+        self._subscribed.clear()
+        self._listen_error = str(exc).strip()[:200] or type(exc).__name__
+        self.registry.nudge()
+        with self._lock:
+            groups, self._inflight = list(self._inflight.values()), {}
+        for group in groups:
+            self._fail(group, _unavailable(self._listen_error))
+        self._send_queued()  # fails fast too, unless Redis is already back
+
+    def _listen(self) -> None:
+        """The process's result listener: notices in, hedges and timeouts, cleanup."""
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                pubsub.psubscribe(RESULT_PREFIX + self._prefix + "*")
+                if pubsub.get_message(timeout=1.0) is None:  # the confirmation
+                    raise redis.ConnectionError("no answer to PSUBSCRIBE within 1 s")
+                self._subscribed.set()
+                self._ever_subscribed = True
+                # Anything answered while we were not listening (a reconnect).
+                for task_id in list(self._inflight):
+                    raw = self.client.get(RESULT_PREFIX + task_id)
+                    if raw is not None:
+                        self._answer(task_id, raw)
+                next_tick = time.monotonic() + self.tick
+                while True:
+                    message = pubsub.get_message(timeout=max(0.0, next_tick - time.monotonic()))
+                    if message is not None and message["type"] == "pmessage":
+                        self._answer(message["channel"][len(RESULT_PREFIX):].decode(),
+                                     message["data"])
+                    if time.monotonic() >= next_tick:
+                        self._housekeeping()
+                        next_tick = time.monotonic() + self.tick
+            except (redis.RedisError, OSError) as exc:
+                self._lost_redis(exc)
+            except Exception:  # noqa: BLE001 - the listener must outlive anything
+                log.exception("result listener error")
+                self._lost_redis(RuntimeError("result listener error"))
+            finally:
+                pubsub.close()
+            time.sleep(0.1)

@@ -22,10 +22,11 @@ class ProcessThreads:
     """Daemon threads started once per process, on first use.
 
     A thread does not survive gunicorn's fork, so each process starts its own.
+    ``setup`` runs first, once per process, before any thread starts.
     """
 
-    def __init__(self, target, name: str, count: int = 1):
-        self.target, self.name, self.count = target, name, count
+    def __init__(self, target, name: str, count: int = 1, setup=None):
+        self.target, self.name, self.count, self.setup = target, name, count, setup
         self._pid = None
         self._lock = threading.Lock()
 
@@ -35,6 +36,8 @@ class ProcessThreads:
         with self._lock:
             if self._pid == os.getpid():
                 return
+            if self.setup:
+                self.setup()
             for i in range(self.count):
                 threading.Thread(target=self.target, name=f"{self.name}-{i}", daemon=True).start()
             self._pid = os.getpid()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import uuid
 
 import numpy as np
 
@@ -16,6 +17,9 @@ QUEUE = "digits"
 HEARTBEAT_PREFIX = "digits:worker:"
 IMAGE_SHAPE = (28, 28)
 IMAGE_BYTES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+# Celery's Redis result backend stores each result under this prefix + task id and
+# publishes it on the channel of the same name.
+RESULT_PREFIX = "celery-task-meta-"
 
 
 def redis_url() -> str:
@@ -35,6 +39,43 @@ def decode_batch(payload: str) -> np.ndarray:
     if not raw or len(raw) % IMAGE_BYTES:
         raise ValueError(f"payload of {len(raw)} bytes is not a whole number of 28x28 images")
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
+
+
+def task_message(celery, task_id: str, payload: str, images: int, expires: float) -> str:
+    """A predict task as kombu's Redis transport stores it: LPUSH it onto QUEUE.
+
+    Celery builds the message itself (protocol 2 headers and body); only kombu's
+    envelope is written here. The API pushes it with one LPUSH, because kombu's
+    producer cost about 1.5 ms a message on this box and this costs about 0.1 ms.
+    A test checks the envelope against what ``send_task`` puts in the queue.
+    """
+    message = celery.amqp.as_task_v2(
+        task_id, TASK_PREDICT, args=[payload], expires=expires,
+        argsrepr=f"({images} images)",  # not a kilobyte of base64 in every message
+    )
+    body = base64.b64encode(json.dumps(message.body).encode()).decode("ascii")
+    return json.dumps({
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": message.headers,
+        "properties": {
+            **message.properties,
+            "expiration": str(int(expires * 1000)),
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    })
+
+
+def parse_result(raw: bytes | str) -> tuple[str, object]:
+    """Celery's stored result -> (state, value): SUCCESS with the task's return value,
+    FAILURE with the exception's type and message, REVOKED when it expired queued."""
+    meta = json.loads(raw)
+    return meta.get("status", "UNKNOWN"), meta.get("result")
 
 
 def celery_config(url: str | None = None) -> dict:
