@@ -160,5 +160,5 @@ def predict(payload: str) -> dict:
     """Base64 uint8 (n, 28, 28) images -> probabilities (n x 10) and the model version."""
     Runtime.batcher.arriving()
     images = protocol.decode_batch(payload)
-    probs, version = Runtime.batcher.submit(images).result()
+    probs, version = Runtime.batcher.run(images)
     return {"probabilities": probs.round(6).tolist(), "model_version": version}

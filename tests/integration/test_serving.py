@@ -170,3 +170,14 @@ def test_batched_answers_equal_single_answers(n, mnist_dir):
     futures = [batcher.submit(images[i : i + 1]) for i in range(n)]
     via_batcher = np.concatenate([f.result(timeout=10)[0] for f in futures])
     np.testing.assert_allclose(via_batcher, singles, atol=1e-5)
+    # As tasks call it: from many threads at once, each running the pass itself when
+    # the model is idle or joining the batcher's next one; every task gets its own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def task(i):
+        batcher.arriving()
+        return batcher.run(images[i : i + 1])[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        via_tasks = np.concatenate(list(pool.map(task, range(n))))
+    np.testing.assert_allclose(via_tasks, singles, atol=1e-5)
