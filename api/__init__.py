@@ -61,6 +61,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         hedge_after=cfg["HEDGE_AFTER"],
         max_group=cfg["COALESCE_MAX"] if cfg["COALESCE"] else 1,
         window=cfg["DISPATCH_WINDOW"],
+        linger=cfg["COALESCE_WAIT_MS"] / 1000,
         on_group=metrics.observe_group,
     )
 

@@ -18,6 +18,9 @@ DEFAULTS = {
     # Concurrent requests in one API process travel as one task (up to COALESCE_MAX).
     "COALESCE": True,
     "COALESCE_MAX": 64,
+    # Milliseconds a freed window waits for requests still being preprocessed in
+    # this process before sending the next task (never at concurrency 1).
+    "COALESCE_WAIT_MS": 2.0,
     # Tasks one API process keeps in flight; requests arriving meanwhile queue and
     # travel together in the next task.
     "DISPATCH_WINDOW": 1,

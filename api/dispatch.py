@@ -10,7 +10,10 @@
    per-task cost are paid once per group. A lone request is sent at once: nobody
    waits for company, so latency at concurrency 1 does not suffer. Requests that
    arrive while the window is full travel together in the next group, which is
-   sent the moment an answer frees a place.
+   sent the moment an answer frees a place. Before sending, a group waits at
+   most ``linger`` seconds for requests this process is still reading and
+   preprocessing (there are none at concurrency 1, so no wait there): larger
+   groups, so fewer tasks per request when the box is busy.
 2. Sending. Celery builds the task message; it is LPUSHed onto the queue
    (``protocol.task_message``) instead of going through kombu's producer.
 3. Answers. Celery's Redis result backend publishes every result it stores on a
@@ -26,6 +29,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -76,7 +80,8 @@ class _Group:
 class Dispatcher:
     def __init__(self, celery: Celery, client: redis.Redis, registry: WorkerRegistry,
                  timeout: float = 5.0, hedge_after: float = 1.0, max_group: int = 64,
-                 window: int = 1, on_group=None, tick: float = 0.05):
+                 window: int = 1, linger: float = 0.002, on_group=None,
+                 tick: float = 0.05):
         self.celery = celery  # builds the task messages
         self.client = client  # publishes them
         self.registry = registry
@@ -84,10 +89,14 @@ class Dispatcher:
         self.hedge_after = hedge_after
         self.max_group = max(1, max_group)
         self.window = max(1, window)
+        self.linger = linger
         self.on_group = on_group  # metrics hook: (size, hedged)
         self.tick = tick
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a request queued or arrived
         self._queued: deque = deque()
+        self._arriving = 0  # requests being read and preprocessed
+        self._holding = 0  # window places held while lingering
         self._inflight: dict[str, _Group] = {}
         self._read: list[str] = []  # result keys to delete
         self._subscribed = threading.Event()
@@ -106,6 +115,18 @@ class Dispatcher:
         self._inflight.clear()
 
     # -- request side --------------------------------------------------------------
+    @contextlib.contextmanager
+    def arriving(self):
+        """Around a request's reading and preprocessing: worth a short wait (linger)."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._arriving -= 1
+                self._changed.notify_all()
+
     def predict(self, image: np.ndarray) -> dict:
         redis_ok, _, error = self.registry.snapshot()
         if not redis_ok:
@@ -124,7 +145,8 @@ class Dispatcher:
         future: Future = Future()
         with self._lock:
             self._queued.append((image, future, time.monotonic() + self.timeout))
-        self._send_queued()
+            self._changed.notify_all()
+        self._send_queued(self.linger)
         try:
             return future.result(timeout=self.timeout + 0.5)
         except FutureTimeout:
@@ -149,12 +171,22 @@ class Dispatcher:
         self._inflight[group.task_id] = group  # holds its place in the window
         return group
 
-    def _send_queued(self) -> None:
-        """Send queued requests while the window has room."""
+    def _send_queued(self, linger: float = 0.0) -> None:
+        """Send queued requests while the window has room, first waiting up to
+        ``linger`` for those still being preprocessed."""
         while True:
             with self._lock:
-                if not self._queued or len(self._inflight) >= self.window:
+                if not self._queued or len(self._inflight) + self._holding >= self.window:
                     return
+                if linger and self._arriving and len(self._queued) < self.max_group:
+                    self._holding += 1  # requests meanwhile queue rather than go alone
+                    try:
+                        self._changed.wait_for(
+                            lambda: not self._arriving or len(self._queued) >= self.max_group,
+                            timeout=linger)
+                    finally:
+                        self._holding -= 1
+                    linger = 0.0
                 group = self._take_group()
             if group is None:
                 continue
@@ -224,7 +256,7 @@ class Dispatcher:
             group = self._inflight.pop(task_id, None)
         if group is not None:  # else a hedged copy's second answer, or one too late
             self._settle(group, raw)
-            self._send_queued()
+            self._send_queued(self.linger)
 
     def _check_inflight(self, now: float) -> None:
         """Time out, hedge, or fail fast (no worker left) the groups still in flight."""

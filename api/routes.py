@@ -55,9 +55,11 @@ def _json_body() -> dict:
 @bp.post("/predict")
 def predict():
     started = time.perf_counter()
-    body = _json_body()
-    image = preprocess(body.get("image"), max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
-    answer = current_app.extensions["digits_dispatcher"].predict(image)
+    dispatcher = current_app.extensions["digits_dispatcher"]
+    with dispatcher.arriving():
+        body = _json_body()
+        image = preprocess(body.get("image"), max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+    answer = dispatcher.predict(image)
     probs = answer["probabilities"]
     digit = max(range(10), key=probs.__getitem__)
     metrics.PREDICTIONS.labels(str(digit)).inc()
