@@ -1,7 +1,8 @@
 """gunicorn settings: ``gunicorn -c api/gunicorn_conf.py 'api:create_app()'``.
 
 gthread workers: each request thread blocks on its answer while the dispatcher's
-sender threads batch the queue. Chosen by measurement (README, Performance).
+listener thread collects results and sends the next group. Chosen by measurement
+(README, Performance).
 """
 
 import json

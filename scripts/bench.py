@@ -4,7 +4,7 @@
 
 On the same machine, one system after another (never two at once):
 
-1. model     the raw batched forward pass of the current model (tf.function, 2 TF
+1. model     the raw batched forward pass of the current model (the worker's traced graph, 2 TF
              threads) in a subprocess: images/s at batch 1, 64, 256, median of repeats.
 2. baseline  scripts/baseline_app.py under ``gunicorn -w 4`` (sync): what the original
              Number-Visualizer did, one Keras ``model.predict`` per request per process.
@@ -775,7 +775,7 @@ def report(results: dict, concurrency: list[int]) -> tuple[str, dict]:
         lines.append("")
         best = results["model"]["batches"]
         lines.append(
-            "raw model (tf.function, 2 TF threads): "
+            "raw model (traced graph, 2 TF threads): "
             + ", ".join(f"batch {b}: {r['images_per_s']:.0f} images/s" for b, r in best.items())
         )
     rss_lines = []
