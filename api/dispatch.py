@@ -47,7 +47,7 @@ import redis
 from celery import Celery
 
 from api.errors import ApiError
-from api.workers import ProcessThreads, WorkerRegistry
+from api.workers import ProcessThread, WorkerRegistry
 from worker.protocol import QUEUE, RESULT_PREFIX, encode_batch, parse_result, task_message
 
 log = logging.getLogger("api.dispatch")
@@ -104,7 +104,7 @@ class Dispatcher:
         self._listen_error = "not subscribed yet"
         self._prefix = ""
         self._ids = itertools.count()
-        self._listener = ProcessThreads(self._listen, "results", setup=self._new_process)
+        self._listener = ProcessThread(self._listen, "results", setup=self._new_process)
 
     def _new_process(self) -> None:
         """This process's own task ids (the listener subscribes to them alone)."""
@@ -234,12 +234,10 @@ class Dispatcher:
                 answers = list(zip(group.items, value["probabilities"], strict=True))
             except (KeyError, TypeError, ValueError):
                 state = "MALFORMED"
-            else:
-                for (_, future, _), probs in answers:
-                    if not future.done():
-                        future.set_result({"probabilities": probs, "model_version": version})
         if state == "SUCCESS":
-            pass
+            for (_, future, _), probs in answers:
+                if not future.done():
+                    future.set_result({"probabilities": probs, "model_version": version})
         elif state == "REVOKED":  # Celery drops a task whose `expires` passed in the queue
             self._fail(group, ApiError(504, "timeout", "the task expired before a worker took it"))
         else:

@@ -18,15 +18,15 @@ from worker.protocol import HEARTBEAT_PREFIX, QUEUE, parse_heartbeat
 log = logging.getLogger("api.workers")
 
 
-class ProcessThreads:
-    """Daemon threads started once per process, on first use.
+class ProcessThread:
+    """A daemon thread started once per process, on first use.
 
     A thread does not survive gunicorn's fork, so each process starts its own.
-    ``setup`` runs first, once per process, before any thread starts.
+    ``setup`` runs first, once per process, before the thread starts.
     """
 
-    def __init__(self, target, name: str, count: int = 1, setup=None):
-        self.target, self.name, self.count, self.setup = target, name, count, setup
+    def __init__(self, target, name: str, setup=None):
+        self.target, self.name, self.setup = target, name, setup
         self._pid = None
         self._lock = threading.Lock()
 
@@ -38,8 +38,7 @@ class ProcessThreads:
                 return
             if self.setup:
                 self.setup()
-            for i in range(self.count):
-                threading.Thread(target=self.target, name=f"{self.name}-{i}", daemon=True).start()
+            threading.Thread(target=self.target, name=self.name, daemon=True).start()
             self._pid = os.getpid()
 
 
@@ -52,7 +51,7 @@ class WorkerRegistry:
         self.redis_error = "not checked yet"
         self.updated = 0.0
         self._wake = threading.Event()
-        self._thread = ProcessThreads(self._loop, "worker-registry")
+        self._thread = ProcessThread(self._loop, "worker-registry")
 
     def _loop(self) -> None:
         while True:
