@@ -71,21 +71,23 @@ class WorkerRegistry:
             self.workers, self.redis_ok, self.redis_error = [], False, str(exc)
         self.updated = time.monotonic()
 
-    def snapshot(self) -> tuple[bool, list[dict], str]:
-        """(redis reachable, live workers, error) as of the last refresh (<= 0.5 s old)."""
+    def _current(self) -> None:
+        """Start the refresher, and refresh now if the view is missing or stale: /ready
+        refreshes without the thread, so a process's first /predict or /health could
+        otherwise act on a view taken before its workers were up (or still alive)."""
         self._thread.ensure()
-        # Also when stale: /ready refreshes without the thread, so a process's first
-        # /predict could act on a view taken when its workers were still alive.
         if not self.updated or time.monotonic() - self.updated > 3 * self.interval:
             self.refresh()
+
+    def snapshot(self) -> tuple[bool, list[dict], str]:
+        """(redis reachable, live workers, error) as of the last refresh (<= 0.5 s old)."""
+        self._current()
         return self.redis_ok, self.workers, self.redis_error
 
     def cached(self) -> list[dict]:
-        """Live workers as last seen, for /health: it waits on Redis only for a process's
-        very first look (bounded by the 1 s socket timeout), never afterwards."""
-        self._thread.ensure()
-        if not self.updated:
-            self.refresh()
+        """Live workers as last seen, for /health: it waits on Redis (bounded by the 1 s
+        socket timeout) only when the refresher has not been running in this process."""
+        self._current()
         return self.workers
 
     def serving(self) -> list[dict]:
