@@ -123,8 +123,15 @@ class Heartbeat:
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
-        """Say goodbye at once so the API stops routing here (best effort)."""
+        """Say goodbye at once so the API stops routing here (best effort).
+
+        The beat thread is joined first: a beat already under way would otherwise
+        write the key again after the delete, and the API would route to this
+        worker until the key's TTL ran out.
+        """
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.5)  # a beat is bounded by its 1 s socket timeouts
         with contextlib.suppress(redis.RedisError):
             self._redis.delete(self.key)
         with contextlib.suppress(OSError):

@@ -119,8 +119,10 @@ def test_no_live_worker_answers_503_fast(tmp_path):
         time.sleep(1.0)  # the registry refreshes every 0.5 s
         started = time.monotonic()
         status, body, _ = post(stack.url + "/predict", {"image": data_url(draw_png(SEVEN))})
-        assert time.monotonic() - started < 1.0
-        assert status == 503 and body["error"]["code"] == "no_workers"
+        assert status == 503 and body["error"]["code"] == "no_workers", body
+        # Fast means "without waiting out PREDICT_TIMEOUT (5 s)"; the margin is wide
+        # so that a slow, shared box cannot fail it.
+        assert time.monotonic() - started < 2.5
         status, body, _ = get(stack.url + "/ready")
         assert status == 503 and "no live worker" in body["reason"]
         assert get(stack.url + "/health")[0] == 200  # liveness is not readiness
