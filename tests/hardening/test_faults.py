@@ -248,7 +248,7 @@ def test_all_workers_gone_answers_503_fast(tmp_path, stacks, kill):
     for i in (1, 2):
         s.stop_worker(i, kill=kill)
     # SIGTERM: the workers delete their heartbeats on the way out. kill -9: the
-    # heartbeats' 2 s TTL must lapse first.
+    # heartbeats' 3 s TTL must lapse first.
     wait_until(lambda: ready(s.url)[1].get("workers") == 0, 10, "/ready to see no worker")
     time.sleep(0.6)  # and the other API process's registry (refreshed every 0.5 s)
     for _ in range(6):

@@ -134,7 +134,7 @@ def test_a_worker_that_cannot_answer_in_time_gives_504(tmp_path):
     stack = start_stack(tmp_path, workers=1, env={"PREDICT_TIMEOUT": "0.3",
                                                    "HEDGE_AFTER": "5"})
     try:
-        # Freeze the worker (SIGSTOP): its heartbeat key lives on for ~2 s, so the
+        # Freeze the worker (SIGSTOP): its heartbeat key lives on for up to 3 s (its TTL), so the
         # API still believes in it and must time out rather than hang.
         import os
         import signal
