@@ -27,6 +27,7 @@ for _name in ("celery.app.trace", "celery.worker.strategy"):
 app = Celery("digits")
 app.conf.update(protocol.celery_config())
 app.conf.worker_consumer = "worker.app:Consumer"
+app.conf.broker_transport = "worker.transport:Transport"  # survives junk in the queue
 
 
 class Consumer(celery_consumer.Consumer):

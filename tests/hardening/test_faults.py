@@ -1,5 +1,6 @@
 """Faults on the real stack, each test with its own: workers killed, Redis restarted,
-every worker gone, SIGTERM under load, a broken model store, 10,000 requests' memory.
+every worker gone, SIGTERM under load, junk in the queue, a broken model store, 10,000
+requests' memory.
 
 These run in CI (no slow mark). Each takes 10-30 s on a shared two-core box, except the
 10,000 requests (about 70-90 s; HARDENING_MEMORY_REQUESTS overrides the count). Time
@@ -25,6 +26,7 @@ import requests
 
 from tests.conftest import seeded_store, start_stack
 from tests.hardening.helpers import VALID_BODY, assert_error_shape
+from worker.protocol import QUEUE
 
 PREDICT_TIMEOUT = 5.0  # the default, which these stacks keep
 MARGIN = 3.0  # on top of PREDICT_TIMEOUT: a loaded box, client overhead
@@ -300,6 +302,51 @@ def test_sigterm_with_redis_down_exits(tmp_path, stacks):
     took = end_in_parallel(procs, timeout=10)
     print(f"exits after {took}")
     assert all(t < 10 for t in took.values()), (took, s.tail("worker1"), s.tail("api"))
+
+
+# -- the queue ----------------------------------------------------------------------------
+
+
+def _envelope(**fields) -> str:
+    """A kombu-shaped queue entry that is not a task Celery can run."""
+    return json.dumps({
+        "body": "", "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {}, "properties": {"delivery_info": {"exchange": "", "routing_key": QUEUE},
+                                      "body_encoding": "base64", "delivery_tag": "t"},
+        **fields})
+
+
+QUEUE_JUNK = {
+    "not JSON": b"\x00garbage",
+    "empty": b"",
+    "a JSON list": b"[]",
+    "an empty object": b"{}",
+    "no properties": json.dumps({"body": "e30="}),
+    "a body that is not base64": _envelope(body="!!!"),
+    "a body that is not JSON": _envelope(body="bm90IGpzb24="),
+    "an unknown task": _envelope(body="W1tdLCB7fSwge31d", headers={
+        "lang": "py", "task": "digits.nonexistent", "id": "junk-1"}),
+    "a predict task with bad arguments": _envelope(body="W1sxXSwge30sIHt9XQ==", headers={
+        "lang": "py", "task": "digits.predict", "id": "junk-2"}),
+}
+
+
+def test_junk_in_the_queue_is_dropped_and_workers_live_on(tmp_path, stacks):
+    """Only the API writes the queue, but an entry that is not a task message (another
+    client, a version skew, a bug) must not stop a worker: it is logged and dropped."""
+    s = start_stack(tmp_path, workers=1)
+    stacks.append(s)
+    assert predict(s.url).status == 200
+    client = redis.Redis.from_url(s.redis_url)
+    for entry in QUEUE_JUNK.values():
+        client.lpush(QUEUE, entry)
+    wait_until(lambda: client.llen(QUEUE) == 0, 10, "the worker to take every entry")
+    for _ in range(5):
+        outcome = predict(s.url)
+        assert outcome.status == 200, outcome
+    assert alive(s.workers[1]), "a queue entry stopped the worker"
+    log = (s.log_dir / "worker1.log").read_text(errors="replace")
+    assert "dropped a queue entry that is not a task message" in log
 
 
 # -- a broken model store -----------------------------------------------------------------
