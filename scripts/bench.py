@@ -173,7 +173,11 @@ def _on_sigterm(signum, frame):
 
 # ------------------------------------------------------------------ measurements
 def rss_by_group(pgid: int) -> list[dict]:
-    """VmRSS (MB) of every process in a process group, from /proc."""
+    """VmRSS and RssAnon (MB) of every process in a process group, from /proc.
+
+    RSS also counts the pages of mapped files (TensorFlow's libraries: over half a
+    worker's RSS), shared between processes and varying with the page cache; RssAnon
+    is the process's own memory."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -187,6 +191,7 @@ def rss_by_group(pgid: int) -> list[dict]:
         except (OSError, ValueError):
             continue
         rss = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.M)
+        anon = re.search(r"^RssAnon:\s+(\d+)\s+kB", status, re.M)
         name = re.search(r"^Name:\s+(\S+)", status, re.M)
         if rss:
             found.append(
@@ -194,6 +199,7 @@ def rss_by_group(pgid: int) -> list[dict]:
                     "pid": int(entry.name),
                     "name": name.group(1) if name else "?",
                     "rss_mb": round(int(rss.group(1)) / 1024, 1),
+                    "anon_mb": round(int(anon.group(1)) / 1024, 1) if anon else None,
                 }
             )
     return sorted(found, key=lambda p: p["pid"])
@@ -733,8 +739,8 @@ def log_findings(folder: Path) -> dict:
     return found
 
 
-def _max_rss(procs: list[dict]):
-    return max((p["rss_mb"] for p in procs), default=None)
+def _max_rss(procs: list[dict], key: str = "rss_mb"):
+    return max((p[key] for p in procs if p[key] is not None), default=None)
 
 
 # ------------------------------------------------------------------ report
@@ -790,7 +796,9 @@ def report(results: dict, concurrency: list[int]) -> tuple[str, dict]:
             rss_lines.append(
                 f"  {s}: API max {rss['api_max_mb']} MB per process "
                 f"({len(rss['api'])} processes), Celery worker max "
-                f"{rss['worker_max_mb']} MB ({len(rss['workers'])} processes)"
+                f"{rss['worker_max_mb']} MB ({len(rss['workers'])} processes); RssAnon max: "
+                f"API {_max_rss(rss['api'], 'anon_mb')} MB, "
+                f"worker {_max_rss(rss['workers'], 'anon_mb')} MB"
             )
     if rss_lines:
         lines += ["", "RSS after the load:", *rss_lines]
