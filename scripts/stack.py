@@ -246,6 +246,9 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    # Started in the background (`make up &`, nohup, a supervisor) SIGINT arrives
+    # ignored, and Python then leaves it so: the README's Ctrl-C/SIGINT would do nothing.
+    signal.signal(signal.SIGINT, _stop)
     started = time.monotonic()
     try:
         stack.start(wait=300)

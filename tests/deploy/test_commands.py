@@ -13,9 +13,12 @@ COPY lines and checks the role starts from that layout alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -278,3 +281,78 @@ def test_trainer_image_layout_seeds_a_fresh_store(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert '"current": true' in result.stdout and (store / "digits" / "CURRENT").is_file()
+
+
+# -- make up ------------------------------------------------------------------------------
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    """Live processes whose environment holds ``entry`` (e.g. PORT=12345)."""
+    found = []
+    needle = entry.encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                stat = (proc / "stat").read_text()
+                if stat[stat.rindex(")") + 2] != "Z":  # zombies are already gone
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _redis_port(log: Path, wait: float = 0) -> int | None:
+    """The private Redis' port, from the line `make up` prints once it is ready."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = re.search(r"Redis redis://127\.0\.0\.1:(\d+)/", log.read_text(errors="replace"))
+        if found or time.monotonic() >= deadline:
+            return int(found.group(1)) if found else None
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_make_up_serves_and_stops_everything_on_a_signal(tmp_path, signum):
+    """`make up`'s entry (`python -m scripts.stack`) serves, and Ctrl-C or SIGTERM stops
+    every process it started. Started as from a background shell, with SIGINT ignored."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own Redis
+    env.update(MODEL_DIR=str(tmp_path / "models"), PYTHONPATH=str(ROOT), WORKERS="1",
+               PORT=str(port))
+    with open(tmp_path / "up.log", "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "scripts.stack"], cwd=ROOT, env=env, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        stack = Stack(workers=1, port=port)  # only for its URL and wait_ready
+        stack.wait_ready(180)
+        status, body = predict_seven(stack)
+        assert status == 200 and body["digit"] == 7, body
+        children = _processes_with_env(f"PORT={port}")
+        assert len(children) >= 4, children  # a worker, the gunicorn master and its workers
+        redis_port = _redis_port(tmp_path / "up.log", wait=30)
+        assert redis_port, (tmp_path / "up.log").read_text()
+        up.send_signal(signum)
+        assert up.wait(30) == 0, (tmp_path / "up.log").read_text()
+        deadline = time.monotonic() + 10
+        while _processes_with_env(f"PORT={port}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_with_env(f"PORT={port}") == [], (tmp_path / "up.log").read_text()
+        for listening in (port, redis_port):  # nothing listens any more, Redis included
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", listening), timeout=2).close()
+    finally:  # whatever a failure left behind: the stack's children have their own sessions
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+        for pid in _processes_with_env(f"PORT={port}"):  # Redis rewrites its environ: not it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        leftover = _redis_port(tmp_path / "up.log")
+        if leftover:
+            subprocess.run(["pkill", "-KILL", "-f", f"redis-server 127.0.0.1:{leftover}"])
