@@ -8,6 +8,7 @@ listener thread collects results and sends the next group. Chosen by measurement
 import json
 import os
 import tempfile
+import time
 
 from gunicorn import util as gunicorn_util
 
@@ -72,6 +73,12 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
+# A refused body (413) is read and dropped, within these bounds, before the close.
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 3.0  # in all
+DRAIN_IDLE = 1.0  # the client sent nothing for this long: it has stopped
+
+
 def pre_request(worker, req):
     """Close the connection after a body the app will refuse unread (413).
 
@@ -86,3 +93,27 @@ def pre_request(worker, req):
     for name, value in req.headers:
         if name == "CONTENT-LENGTH" and value.isdigit() and int(value) > limit:
             req.must_close = True
+            req.refused_length = int(value)
+
+
+def post_request(worker, req, environ, resp):
+    """Read and drop the rest of a refused body before the connection closes.
+
+    Closing a socket with unread bytes makes the kernel send a reset: a client still
+    sending its body then got "broken pipe" or "connection reset" instead of the 413
+    it was sent (as nginx's lingering close avoids). The drain is bounded in bytes and
+    time, runs in the request's own thread, and a declared length past
+    DRAIN_MAX_BYTES is not waited for at all.
+    """
+    if not 0 < getattr(req, "refused_length", 0) <= DRAIN_MAX_BYTES:
+        return
+    sock = getattr(req.unreader, "sock", None)
+    if sock is None:
+        return
+    deadline = time.monotonic() + DRAIN_SECONDS
+    try:
+        sock.settimeout(DRAIN_IDLE)
+        while time.monotonic() < deadline and req.body.read(65536):
+            pass
+    except (OSError, ValueError):  # timed out, reset, or a body that breaks its framing
+        pass
