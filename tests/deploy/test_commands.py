@@ -329,7 +329,7 @@ def test_make_up_serves_and_stops_everything_on_a_signal(tmp_path, signum):
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        stack = Stack(workers=1, port=port)  # only for its URL and wait_ready
+        stack = Stack(workers=1, port=port, log_dir=tmp_path / "unused")  # URL, wait_ready
         stack.wait_ready(180)
         status, body = predict_seven(stack)
         assert status == 200 and body["digit"] == 7, body

@@ -19,7 +19,6 @@ def test_pushed_message_is_what_send_task_queues(tmp_path):
     stack = Stack(workers=0, log_dir=tmp_path)
     stack.start_redis()
     try:
-        stack._wait(stack._redis_ping, 10, "redis-server")
         client = redis.Redis.from_url(stack.redis_url)
         celery = celery_client(from_env({"REDIS_URL": stack.redis_url}))
         payload = encode_batch(np.zeros((2, 28, 28), np.uint8))
