@@ -11,17 +11,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up install test test-fast lint format audit train eval-canvas bench soak clean
 
-$(VENV)/.installed: requirements/*.txt
+$(VENV)/.installed: requirements/*.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
 
 ## Serve the app: private Redis (or $$REDIS_URL), $$WORKERS workers, gunicorn on $$PORT.
 up: install
-	$(PY) -m scripts.stack
+	$(PY) -m digits.stack
 
 ## The whole suite: unit, integration (real Redis, workers, gunicorn), browser, compose.
 test: install
@@ -48,16 +49,16 @@ train: install
 
 ## Accuracy on canvas-style drawings, through a running stack's /predict.
 eval-canvas: install
-	$(PY) -m scripts.eval_canvas --data $(DATA)
+	$(PY) -m tools.eval_canvas --data $(DATA)
 
 ## wrk (the load generator) comes from Debian; installed here if missing.
 bench: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
-	$(PY) -m scripts.bench --data $(DATA)
+	$(PY) -m tools.bench --data $(DATA)
 
 soak: install
-	$(PY) -m scripts.soak --data $(DATA)
+	$(PY) -m tools.soak --data $(DATA)
 
 clean:
 	rm -rf var artifacts .pytest_cache .ruff_cache

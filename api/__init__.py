@@ -14,11 +14,11 @@ from celery import Celery
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import config as config_module
 from api import errors, metrics
 from api.dispatch import Dispatcher
 from api.workers import WorkerRegistry
-from worker.protocol import celery_config
+from digits import settings as settings_module
+from digits.protocol import celery_config
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -38,12 +38,13 @@ def celery_client(config: dict) -> Celery:
     """A Celery app that only builds task messages (after Flask's example); the
     dispatcher publishes them and reads the results itself (api/dispatch.py)."""
     app = Celery("digits-api")
-    app.conf.update(celery_config(config["REDIS_URL"]))
+    app.conf.update(celery_config(config["REDIS_URL"], config["RESULT_EXPIRES"]))
     return app
 
 
 def create_app(overrides: dict | None = None) -> Flask:
-    cfg = config_module.from_env(overrides)
+    """The app from the environment's settings (digits/settings.py), then ``overrides``."""
+    cfg = settings_module.load(overrides).as_dict()
     app = Flask(__name__, static_folder=cfg["WEB_DIR"], static_url_path="/static")
     app.config.update(cfg)
     app.config["DEBUG"] = False

@@ -48,7 +48,7 @@ from celery import Celery
 
 from api.errors import ApiError
 from api.workers import ProcessThread, WorkerRegistry
-from worker.protocol import QUEUE, RESULT_PREFIX, encode_batch, parse_result, task_message
+from digits.protocol import QUEUE, RESULT_PREFIX, encode_batch, parse_result, task_message
 
 log = logging.getLogger("api.dispatch")
 

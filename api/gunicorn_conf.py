@@ -7,23 +7,26 @@ listener thread collects results and sends the next group. Chosen by measurement
 
 import json
 import os
-import tempfile
+import shutil
 import time
 
 from gunicorn import util as gunicorn_util
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", 2))
+from digits.settings import load_or_exit, prometheus_dir
+
+SETTINGS = load_or_exit()
+bind = f"{SETTINGS.HOST}:{SETTINGS.PORT}"
+workers = SETTINGS.WEB_CONCURRENCY
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", 32))
+threads = SETTINGS.GUNICORN_THREADS
 backlog = 2048
 keepalive = 5
 timeout = 30
 # SIGTERM: finish in-flight requests (at most PREDICT_TIMEOUT), then exit well inside 10 s.
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 8))
-accesslog = os.environ.get("ACCESS_LOG") or None
+graceful_timeout = SETTINGS.GRACEFUL_TIMEOUT
+accesslog = SETTINGS.ACCESS_LOG or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = SETTINGS.LOG_LEVEL.lower()
 # gunicorn 27's control socket defaults to one path per user (~/.gunicorn): several
 # servers on one host (tests, bench) would fight over it, and nothing here uses it.
 control_socket_disable = True
@@ -33,10 +36,7 @@ limit_request_fields = 100
 
 # prometheus-client multiprocess mode: one folder of mmap files per server run. It must be
 # set before prometheus_client is first imported (it picks its value class at import).
-_OWN_PROM_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _OWN_PROM_DIR:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digits-prom-")
-os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+PROM_DIR, _OWN_PROM_DIR = prometheus_dir(SETTINGS)
 
 
 def _json_error(sock, status_int, reason, mesg):
@@ -54,10 +54,9 @@ gunicorn_util.write_error = _json_error  # workers call util.write_error(...) by
 
 
 def on_starting(server):
-    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    for name in os.listdir(folder):
+    for name in os.listdir(PROM_DIR):
         if name.endswith(".db"):
-            os.unlink(os.path.join(folder, name))
+            os.unlink(os.path.join(PROM_DIR, name))
 
 
 def child_exit(server, worker):
@@ -68,9 +67,7 @@ def child_exit(server, worker):
 
 def on_exit(server):
     if _OWN_PROM_DIR:
-        import shutil
-
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        shutil.rmtree(PROM_DIR, ignore_errors=True)
 
 
 # A refused body (413) is read and dropped, within these bounds, before the close.
@@ -85,11 +82,9 @@ def pre_request(worker, req):
     gunicorn drains at most 64 KiB of an unread body before reusing a kept-alive
     connection; past that it closes it after sending a response that promised
     keep-alive, and the client's next request on it gets no answer. gunicorn drops
-    a Connection header set by the app, so the decision is made here. (The limit
-    mirrors api/config.py's MAX_CONTENT_LENGTH; importing the app here would load
-    it in the master.)
+    a Connection header set by the app, so the decision is made here.
     """
-    limit = int(os.environ.get("MAX_CONTENT_LENGTH", 2 * 1024 * 1024))
+    limit = SETTINGS.MAX_CONTENT_LENGTH
     for name, value in req.headers:
         if name == "CONTENT-LENGTH" and value.isdigit() and int(value) > limit:
             req.must_close = True

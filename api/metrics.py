@@ -8,14 +8,13 @@ queue depth are read from Redis at scrape time by a custom collector.
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -86,7 +85,7 @@ class WorkerCollector:
 
 def render(worker_registry) -> tuple[bytes, str]:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if values.ValueClass is not values.MutexValue:  # multiprocess mode (gunicorn_conf.py)
         from prometheus_client import multiprocess
 
         multiprocess.MultiProcessCollector(registry)

@@ -12,7 +12,7 @@ input raises ``ApiError``; nothing else escapes for any bytes a client can send.
 
 Stroke width is left alone. Thinning thick strokes (or thickening thin ones)
 toward MNIST's ~2 px was measured on 4,000 canvas redrawings of MNIST test digits
-(scripts/canvas_set.py) and moved accuracy by 0.1%, within noise, for twice the
+(tools/canvas_set.py) and moved accuracy by 0.1%, within noise, for twice the
 time; the model is trained with thickness augmentation instead. Neither did the
 resampling filter (Lanczos, box, bilinear...) or a gamma on the result matter.
 """

@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from worker.protocol import HEARTBEAT_PREFIX, QUEUE, parse_heartbeat
+from digits.protocol import HEARTBEAT_PREFIX, QUEUE, parse_heartbeat
 
 log = logging.getLogger("api.workers")
 

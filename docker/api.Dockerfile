@@ -15,10 +15,10 @@ WORKDIR /app
 COPY requirements/ requirements/
 RUN pip install --no-cache-dir -r requirements/api.txt
 
-# Only what the API imports: its package, the wire protocol (worker/protocol.py, no
-# TensorFlow) and the page it serves at /.
+# Only what the API imports: its package, the shared settings and wire contract
+# (digits/, no TensorFlow) and the page it serves at /.
+COPY digits/ digits/
 COPY api/ api/
-COPY worker/__init__.py worker/protocol.py worker/
 COPY web/ web/
 
 USER app

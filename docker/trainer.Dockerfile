@@ -18,6 +18,7 @@ COPY requirements/ requirements/
 RUN pip install --no-cache-dir -r requirements/trainer.txt
 
 COPY trainer/ trainer/
+COPY digits/ digits/
 COPY models/ models/
 
 USER app

@@ -22,6 +22,7 @@ RUN pip install --no-cache-dir -r requirements/worker.txt
 # The worker package and the model store, with the default model shipped in git
 # (models/digits/<version>/) that seeds an empty store.
 COPY worker/ worker/
+COPY digits/ digits/
 COPY models/ models/
 
 USER app

@@ -279,13 +279,17 @@ def shipped_store() -> ModelStore:
     return ModelStore(SHIPPED_ROOT)
 
 
-def open_store(model_dir: str | os.PathLike | None = None, seed: bool = True) -> ModelStore:
-    """The runtime store at ``model_dir`` (default ``$MODEL_DIR`` or ``var/models``).
+def open_store(model_dir: str | os.PathLike | None = None, name: str | None = None,
+               seed: bool = True) -> ModelStore:
+    """The runtime store at ``model_dir`` (default: the MODEL_DIR setting).
 
     With ``seed``, an empty store is filled from the shipped default first.
     """
-    root = Path(model_dir or os.environ.get("MODEL_DIR") or SHIPPED_ROOT.parent / "var" / "models")
-    store = ModelStore(root, os.environ.get("MODEL_NAME", DEFAULT_NAME))
+    from digits.settings import load
+
+    settings = load()
+    root = Path(model_dir or settings.MODEL_DIR)
+    store = ModelStore(root, name or settings.MODEL_NAME)
     if seed and store.current() is None and root.resolve() != SHIPPED_ROOT:
         store.seed_from(shipped_store())
     return store

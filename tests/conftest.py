@@ -1,4 +1,4 @@
-"""Shared fixtures. Integration tests run the real topology through scripts.stack:
+"""Shared fixtures. Integration tests run the real topology through digits.stack:
 their own redis-server on a free port, real Celery worker processes, real gunicorn.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from digits.stack import Stack
 from models.store import ModelStore, shipped_store
-from scripts.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))

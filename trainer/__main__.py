@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from digits.settings import load_or_exit, quiet_tensorflow
+from models.store import StoreError, open_store
 
-from models.store import StoreError, open_store  # noqa: E402
+quiet_tensorflow()
 
 
 def _store(args):
@@ -24,7 +24,7 @@ def cmd_train(args) -> int:
     from trainer.data import load
     from trainer.train import Hyper, configure_threads, gate, train_and_publish
 
-    configure_threads()
+    configure_threads(load_or_exit().TRAINER_THREADS)
     data = load(args.data).limit(args.limit)
     hp = Hyper(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                augment=not args.no_augment)
@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> int:
     from trainer.data import load
     from trainer.train import accuracy, configure_threads
 
-    configure_threads()
+    configure_threads(load_or_exit().TRAINER_THREADS)
     import keras
 
     store = _store(args)
@@ -104,7 +104,7 @@ def cmd_evaluate(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
-    p.add_argument("--model-dir", help="model store root (default $MODEL_DIR or var/models)")
+    p.add_argument("--model-dir", help="model store root (default: the MODEL_DIR setting)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train, publish a version, make it current if it passes")
@@ -140,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    load_or_exit()  # a bad setting is reported before any work starts
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -27,14 +27,12 @@ class Hyper:
     augment: bool = True
 
 
-def configure_threads() -> None:
-    """Cap TensorFlow's thread pools (TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS)."""
+def configure_threads(threads: int = 0) -> None:
+    """TensorFlow's pools for training: ``threads`` intra-op (0: one per core), 2 inter-op."""
     import tensorflow as tf
 
-    intra = int(os.environ.get("TF_NUM_INTRAOP_THREADS", os.cpu_count() or 1))
-    inter = int(os.environ.get("TF_NUM_INTEROP_THREADS", 2))
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    tf.config.threading.set_intra_op_parallelism_threads(threads or os.cpu_count() or 1)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
 
 
 def fit(data: Mnist, hp: Hyper, verbose: int = 2):

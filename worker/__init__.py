@@ -1,5 +1,4 @@
 """Celery workers that hold the CNN in memory and answer predict tasks in micro-batches.
 
-Importing this package does not import TensorFlow: the API imports
-``worker.protocol`` to speak to the workers.
+Importing this package does not import TensorFlow.
 """

@@ -1,19 +1,21 @@
 """Worker entry: ``python -m worker`` (extra arguments go to ``celery worker``)."""
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from digits.settings import load_or_exit, quiet_tensorflow
 
-from worker.app import app  # noqa: E402
+quiet_tensorflow()
+SETTINGS = load_or_exit()
+
+from worker.app import app  # noqa: E402 - after quiet_tensorflow()
 
 if __name__ == "__main__":
     app.worker_main([
         "worker",
         "--pool=threads",
-        f"--concurrency={os.environ.get('WORKER_THREADS', 8)}",
-        f"--prefetch-multiplier={os.environ.get('WORKER_PREFETCH', 2)}",
-        f"--loglevel={os.environ.get('LOG_LEVEL', 'INFO')}",
+        f"--concurrency={SETTINGS.WORKER_THREADS}",
+        f"--prefetch-multiplier={SETTINGS.WORKER_PREFETCH}",
+        f"--loglevel={SETTINGS.LOG_LEVEL}",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",

@@ -16,7 +16,8 @@ import time
 from celery import Celery, signals
 from celery.worker import consumer as celery_consumer
 
-from worker import protocol
+from digits import protocol
+from digits.settings import load_or_exit
 
 log = logging.getLogger("worker")
 # Celery logs two INFO lines per task (received, succeeded): at hundreds of tasks a
@@ -24,8 +25,9 @@ log = logging.getLogger("worker")
 for _name in ("celery.app.trace", "celery.worker.strategy"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+SETTINGS = load_or_exit()
 app = Celery("digits")
-app.conf.update(protocol.celery_config())
+app.conf.update(protocol.celery_config(SETTINGS.REDIS_URL, SETTINGS.RESULT_EXPIRES))
 app.conf.worker_consumer = "worker.app:Consumer"
 app.conf.broker_transport = "worker.transport:Transport"  # survives junk in the queue
 
@@ -75,17 +77,15 @@ class Runtime:
         from worker.predictor import Predictor
 
         cls.stats = Stats()
+        s = SETTINGS
         cls.predictor = Predictor(
-            open_store(), poll_seconds=float(os.environ.get("MODEL_POLL_SECONDS", 0.5)))
+            open_store(s.MODEL_DIR, s.MODEL_NAME), poll_seconds=s.MODEL_POLL_SECONDS,
+            threads=(s.TF_NUM_INTRAOP_THREADS, s.TF_NUM_INTEROP_THREADS))
         cls.predictor.setup()
-        cls.batcher = Batcher(
-            cls.predictor.predict,
-            max_batch=int(os.environ.get("BATCH_MAX", 128)),
-            max_wait=float(os.environ.get("BATCH_WAIT_MS", 2)) / 1000,
-            stats=cls.stats,
-        )
+        cls.batcher = Batcher(cls.predictor.predict, max_batch=s.BATCH_MAX,
+                              max_wait=s.BATCH_WAIT_MS / 1000, stats=cls.stats)
         cls.predictor.start_watching()
-        cls.heartbeat = Heartbeat(hostname, cls.describe)
+        cls.heartbeat = Heartbeat(hostname, cls.describe, s.REDIS_URL, s.WORKER_ALIVE_DIR)
         cls.heartbeat.start()
 
     @classmethod
@@ -135,7 +135,7 @@ def _drain_on_sigterm(**_):
     """
     from celery import platforms
 
-    drain = float(os.environ.get("WORKER_DRAIN_SECONDS", 2.5))
+    drain = SETTINGS.WORKER_DRAIN_SECONDS
     celery_handler = platforms.signals["SIGTERM"]
     if drain <= 0 or not callable(celery_handler) or getattr(celery_handler, "drains", False):
         return

@@ -15,14 +15,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import redis
 
-from worker.protocol import heartbeat_key, redis_url
+from digits.protocol import heartbeat_key
 
 log = logging.getLogger("worker.heartbeat")
 
@@ -30,9 +29,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
-def alive_file(hostname: str) -> Path:
-    folder = Path(os.environ.get("WORKER_ALIVE_DIR", tempfile.gettempdir()))
-    return folder / f"digits-worker-{hostname.replace('/', '_')}.alive"
+def alive_file(folder: str | os.PathLike, hostname: str) -> Path:
+    return Path(folder) / f"digits-worker-{hostname.replace('/', '_')}.alive"
 
 
 def _buckets(edges, counts) -> dict:
@@ -74,15 +72,16 @@ class Stats:
 
 
 class Heartbeat:
-    def __init__(self, hostname: str, describe, interval: float = 0.5, ttl: float = 3.0):
+    def __init__(self, hostname: str, describe, redis_url: str, alive_dir: str | os.PathLike,
+                 interval: float = 0.5, ttl: float = 3.0):
         self.hostname = hostname
         self.describe = describe  # () -> dict: model version, loaded, stats...
         self.interval = interval
         self.ttl = ttl
         self.key = heartbeat_key(hostname)
-        self.alive_path = alive_file(hostname)
+        self.alive_path = alive_file(alive_dir, hostname)
         self._redis = redis.Redis.from_url(
-            redis_url(), socket_timeout=1.0, socket_connect_timeout=1.0)
+            redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self.started = time.time()

@@ -8,7 +8,6 @@ swapped in. A batch already running keeps the model it started with.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,14 +19,12 @@ from models.store import MODEL_FILE, ModelStore, StoreError
 log = logging.getLogger("worker.predictor")
 
 
-def configure_tensorflow() -> None:
+def configure_tensorflow(intra: int = 1, inter: int = 1) -> None:
     """Small thread pools: several workers share two cores with the API and Redis."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(
-        int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
-    tf.config.threading.set_inter_op_parallelism_threads(
-        int(os.environ.get("TF_NUM_INTEROP_THREADS", 1)))
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 @dataclass(frozen=True)
@@ -81,9 +78,11 @@ def smoke_test(loaded: Loaded) -> None:
 
 
 class Predictor:
-    def __init__(self, store: ModelStore, poll_seconds: float = 0.5):
+    def __init__(self, store: ModelStore, poll_seconds: float = 0.5,
+                 threads: tuple[int, int] = (1, 1)):
         self.store = store
         self.poll_seconds = poll_seconds
+        self.threads = threads  # TensorFlow's (intra-op, inter-op) pools
         self._loaded: Loaded | None = None
         self._rejected: tuple | None = None  # (version, pointer mtime) not to retry
         self._stop = threading.Event()
@@ -94,7 +93,7 @@ class Predictor:
     # -- Cog's shape -------------------------------------------------------------
     def setup(self) -> None:
         """Load the current version (blocking). Start serving only once this returns."""
-        configure_tensorflow()
+        configure_tensorflow(*self.threads)
         number = self.store.current()
         if number is None:
             raise StoreError(f"no current model version in {self.store.base}")

@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 
+from digits.settings import load_or_exit
 from worker.heartbeat import alive_file
 
 
@@ -21,7 +22,7 @@ def main(argv=None) -> int:
                    help="worker node name (default celery@$HOSTNAME)")
     p.add_argument("--max-age", type=float, default=10.0)
     args = p.parse_args(argv)
-    path = alive_file(args.name)
+    path = alive_file(load_or_exit().WORKER_ALIVE_DIR, args.name)
     try:
         age = time.time() - path.stat().st_mtime
         data = json.loads(path.read_text())

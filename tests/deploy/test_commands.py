@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.stack import API_CMD, TRAINER_CMD, WORKER_CMD, Stack, _python_cmd, free_port
+from digits.stack import API_CMD, TRAINER_CMD, WORKER_CMD, Stack, _python_cmd, free_port
 from tests.conftest import SEVEN, data_url, draw_png, get, post
 from tests.deploy.test_compose import (
     DOCKER_DIR,
@@ -40,7 +40,7 @@ from tests.deploy.test_compose import (
     service,
 )
 
-# Set by scripts.stack for local processes; in the containers they name the redis service
+# Set by digits.stack for local processes; in the containers they name the redis service
 # and the volume's mount point.
 CONTAINER_ONLY = {"REDIS_URL", "MODEL_DIR"}
 
@@ -315,7 +315,7 @@ def _redis_port(log: Path, wait: float = 0) -> int | None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_make_up_serves_and_stops_everything_on_a_signal(tmp_path, signum):
-    """`make up`'s entry (`python -m scripts.stack`) serves, and Ctrl-C or SIGTERM stops
+    """`make up`'s entry (`python -m digits.stack`) serves, and Ctrl-C or SIGTERM stops
     every process it started. Started as from a background shell, with SIGINT ignored."""
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
@@ -325,7 +325,7 @@ def test_make_up_serves_and_stops_everything_on_a_signal(tmp_path, signum):
                PORT=str(port))
     with open(tmp_path / "up.log", "wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "scripts.stack"], cwd=ROOT, env=env, stdout=out,
+            [sys.executable, "-m", "digits.stack"], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:

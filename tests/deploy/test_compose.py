@@ -403,7 +403,7 @@ def test_probe_default_name_is_celerys_default_node_name(monkeypatch):
     from worker import probe
 
     asked = []
-    monkeypatch.setattr(probe, "alive_file", lambda name: asked.append(name) or ROOT / "nope")
+    monkeypatch.setattr(probe, "alive_file", lambda folder, name: asked.append(name) or ROOT / "nope")
     assert probe.main([]) == 1
     assert asked == [default_nodename(None)]
 
@@ -461,7 +461,7 @@ def test_long_running_services_stop_gracefully():
 
 # -- commands ------------------------------------------------------------------------------
 def test_commands_match_scripts_stack():
-    from scripts.stack import API_CMD, TRAINER_CMD, WORKER_CMD
+    from digits.stack import API_CMD, TRAINER_CMD, WORKER_CMD
 
     assert command(service("worker")) == WORKER_CMD
     assert command(service("api")) == API_CMD

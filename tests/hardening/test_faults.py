@@ -24,9 +24,9 @@ import pytest
 import redis
 import requests
 
+from digits.protocol import QUEUE
 from tests.conftest import seeded_store, start_stack
 from tests.hardening.helpers import VALID_BODY, assert_error_shape
-from worker.protocol import QUEUE
 
 PREDICT_TIMEOUT = 5.0  # the default, which these stacks keep
 MARGIN = 3.0  # on top of PREDICT_TIMEOUT: a loaded box, client overhead

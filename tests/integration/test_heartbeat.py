@@ -5,11 +5,11 @@ import time
 
 import redis
 
-from scripts.stack import Stack
+from digits.stack import Stack
 from worker.heartbeat import Heartbeat
 
 
-def test_stop_mid_beat_leaves_no_key_behind(tmp_path, monkeypatch):
+def test_stop_mid_beat_leaves_no_key_behind(tmp_path):
     """A worker that stops while a beat is under way must not be revived by that beat.
 
     The key outliving the worker made the API route to it until the TTL ran out,
@@ -18,8 +18,6 @@ def test_stop_mid_beat_leaves_no_key_behind(tmp_path, monkeypatch):
     stack = Stack(workers=0, log_dir=tmp_path)
     stack.start_redis()
     try:
-        monkeypatch.setenv("REDIS_URL", stack.redis_url)
-        monkeypatch.setenv("WORKER_ALIVE_DIR", str(tmp_path))
         in_beat = threading.Event()
 
         def describe():  # holds the beat between its payload and its SET
@@ -27,7 +25,7 @@ def test_stop_mid_beat_leaves_no_key_behind(tmp_path, monkeypatch):
             time.sleep(0.3)
             return {"model_loaded": True}
 
-        beat = Heartbeat("worker1@test", describe, interval=0.05)
+        beat = Heartbeat("worker1@test", describe, stack.redis_url, tmp_path, interval=0.05)
         beat.start()
         assert in_beat.wait(10)
         beat.stop()

@@ -1,4 +1,4 @@
-"""The API pushes task messages onto the queue itself (worker/protocol.task_message):
+"""The API pushes task messages onto the queue itself (digits/protocol.task_message):
 they must be what Celery's own client would have queued, as the real worker reads them."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import redis
 
 from api import celery_client
-from api.config import from_env
-from scripts.stack import Stack
-from worker.protocol import QUEUE, encode_batch, task_message
+from digits.protocol import QUEUE, encode_batch, task_message
+from digits.settings import load
+from digits.stack import Stack
 
 
 def test_pushed_message_is_what_send_task_queues(tmp_path):
@@ -20,7 +20,7 @@ def test_pushed_message_is_what_send_task_queues(tmp_path):
     stack.start_redis()
     try:
         client = redis.Redis.from_url(stack.redis_url)
-        celery = celery_client(from_env({"REDIS_URL": stack.redis_url}))
+        celery = celery_client(load({"REDIS_URL": stack.redis_url}).as_dict())
         payload = encode_batch(np.zeros((2, 28, 28), np.uint8))
         celery.send_task("digits.predict", args=[payload], task_id="t-1", queue=QUEUE,
                          expires=5.0, retry=False)

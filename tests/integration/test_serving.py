@@ -67,7 +67,7 @@ def test_concurrent_requests_all_get_their_own_answer(stack):
 def test_canvas_style_drawings_are_recognised(stack, mnist_dir):
     """MNIST test digits redrawn as canvas strokes, through /predict (the full figure
     comes from `make eval-canvas`; here a sample keeps CI fast)."""
-    from scripts.canvas_set import make_drawings
+    from tools.canvas_set import make_drawings
     from trainer.data import load
 
     data = load(mnist_dir)

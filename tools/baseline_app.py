@@ -6,7 +6,7 @@ model itself and answers each POST /predict with its own ``model.predict(x)`` ca
 28x28 grayscale (flatten onto white, resize the whole canvas, invert). No batching,
 no queue, no centring.
 
-    gunicorn -w 4 -b 127.0.0.1:8001 scripts.baseline_app:app
+    gunicorn -w 4 -b 127.0.0.1:8001 tools.baseline_app:app
 
 The model loads lazily on the first request in each worker, i.e. after gunicorn has
 forked (TensorFlow must not be imported in a parent that forks). ``MODEL_DIR`` picks

@@ -1,12 +1,12 @@
 """The bare Celery round trip ``make bench`` measures as a ceiling: no model, no images.
 
-A Celery app with the same Redis settings as the real one (``worker.protocol``) but
+A Celery app with the same Redis settings as the real one (``digits.protocol``) but
 its own queue, a ``noop`` task returning a small dict, and a Flask app whose
 POST /predict reads the body, sends the task and waits for its result. Whatever our
 stack adds on top (preprocessing, batching, the model) shows as the gap to this.
 
-    celery -A scripts.noop_celery:celery worker --pool=threads --concurrency=8 -Q bench-noop
-    gunicorn -k gthread -w 2 --threads 32 -b 127.0.0.1:8002 scripts.noop_celery:app
+    celery -A tools.noop_celery:celery worker --pool=threads --concurrency=8 -Q bench-noop
+    gunicorn -k gthread -w 2 --threads 32 -b 127.0.0.1:8002 tools.noop_celery:app
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import json
 from celery import Celery
 from flask import Flask, jsonify, request
 
-from worker.protocol import celery_config
+from digits.protocol import celery_config
+from digits.settings import load
 
 QUEUE = "bench-noop"
 TASK_NOOP = "bench.noop"
 
 celery = Celery("bench-noop")
-celery.conf.update(celery_config())
+SETTINGS = load()
+celery.conf.update(celery_config(SETTINGS.REDIS_URL, SETTINGS.RESULT_EXPIRES))
 celery.conf.update(task_default_queue=QUEUE, task_routes={TASK_NOOP: {"queue": QUEUE}})
 
 

@@ -1,8 +1,8 @@
 """Canvas-style accuracy through the real HTTP /predict (the project's headline accuracy).
 
-    python -m scripts.eval_canvas --data ../shared/data/mnist [--url URL] [--n 1000]
+    python -m tools.eval_canvas --data ../shared/data/mnist [--url URL] [--n 1000]
 
-MNIST test digits are redrawn as browser-canvas PNGs (scripts/canvas_set.py) and
+MNIST test digits are redrawn as browser-canvas PNGs (tools/canvas_set.py) and
 POSTed to /predict exactly as the page sends them, so preprocessing, transport and
 the model are measured together. Without --url a private stack is started (and
 stopped). Prints accuracy, the most frequent confusions and the latency; writes
@@ -26,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 RETRY_STATUSES = (429, 503)
 
@@ -126,7 +124,7 @@ def evaluate(url: str, drawings: list[tuple[bytes, int]], threads: int = 8) -> d
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m scripts.eval_canvas",
+        prog="python -m tools.eval_canvas",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -148,7 +146,7 @@ def main(argv=None) -> int:
     if args.n < 1:
         raise SystemExit("--n must be at least 1")
 
-    from scripts.canvas_set import make_drawings
+    from tools.canvas_set import make_drawings
     from trainer.data import load
 
     started = time.perf_counter()
@@ -163,7 +161,7 @@ def main(argv=None) -> int:
     stack = None
     url = (args.url or "").rstrip("/")
     if not url:
-        from scripts.stack import Stack
+        from digits.stack import Stack
 
         def _stop(signum, frame):
             raise KeyboardInterrupt

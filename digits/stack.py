@@ -1,8 +1,11 @@
 """The whole topology as local processes: Redis, Celery workers, gunicorn.
 
-``make up`` runs ``python -m scripts.stack``; the tests, ``make bench`` and
-``make soak`` use the ``Stack`` class, so they exercise exactly what users run.
-These are the same entry commands docker-compose.yml gives its services.
+``make up`` runs ``python -m digits.stack``, which starts the stack and then
+supervises it (``Supervisor``): a process that dies is restarted with back-off, as
+compose's ``restart: unless-stopped`` would, and only Ctrl-C/SIGTERM stops the
+stack. The tests, ``make bench`` and ``make soak`` use the same ``Stack`` class,
+so they exercise exactly what users run. These are the same entry commands
+docker-compose.yml gives its services.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from digits.settings import ROOT, child_environment, is_set, load_or_exit
 
 # The services' commands, shared with docker-compose.yml (a test checks they match).
 WORKER_CMD = ["python", "-m", "worker"]
@@ -51,7 +55,7 @@ class Stack:
         self.external_redis = redis_url
         self.redis_port = None if redis_url else free_port()
         self.redis_url = redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
-        self.model_dir = Path(model_dir or os.environ.get("MODEL_DIR") or ROOT / "var/models")
+        self.model_dir = Path(model_dir or load_or_exit().MODEL_DIR)
         self.extra_env = env or {}
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="digits-logs-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -65,18 +69,9 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self, **more) -> dict:
-        env = dict(os.environ)
-        env.update({
-            "REDIS_URL": self.redis_url,
-            "MODEL_DIR": str(self.model_dir),
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update({k: str(v) for k, v in self.extra_env.items()})
-        env.update({k: str(v) for k, v in more.items()})
-        return env
+        return child_environment(
+            REDIS_URL=self.redis_url, MODEL_DIR=self.model_dir, PORT=self.port,
+            HOST="127.0.0.1", PYTHONPATH=ROOT, PYTHONUNBUFFERED=1, **self.extra_env, **more)
 
     def _spawn(self, name: str, cmd: list[str], **env) -> subprocess.Popen:
         if not self.quiet:
@@ -89,9 +84,9 @@ class Stack:
             )
 
     # -- parts -------------------------------------------------------------------------
-    def start_redis(self) -> None:
+    def start_redis(self) -> subprocess.Popen | None:
         if self.external_redis:
-            return
+            return None
         binary = shutil.which("redis-server")
         if not binary:
             raise SystemExit(
@@ -104,6 +99,7 @@ class Stack:
             "--dir", str(self.log_dir),
         ])
         self._wait(lambda: self._redis_ping(), 10, "redis-server to answer PING")
+        return self.redis
 
     def stop_redis(self, kill: bool = False) -> None:
         if self.redis:
@@ -120,7 +116,6 @@ class Stack:
             return False
 
     def seed_models(self) -> None:
-        sys.path.insert(0, str(ROOT))
         from models.store import open_store
 
         store = open_store(self.model_dir)
@@ -138,8 +133,9 @@ class Stack:
         if proc:
             self._end(proc, 15, kill)
 
-    def start_api(self, **env) -> None:
+    def start_api(self, **env) -> subprocess.Popen:
         self.api = self._spawn("api", _python_cmd(API_CMD), **env)
+        return self.api
 
     def stop_api(self) -> None:
         if self.api:
@@ -234,12 +230,86 @@ class Stack:
         self.stop()
 
 
+class CrashLoop(RuntimeError):
+    """A process exited too often in too short a time to be worth restarting."""
+
+
+class Supervisor:
+    """Keeps a started Stack running: a process that exits is started again.
+
+    The delay before a restart doubles with each exit in the last ``window`` seconds
+    (``first_delay``, 2x, 4x... at most ``max_delay``), as compose's restart policy backs
+    off. ``max_exits`` exits of one process within ``window`` seconds is a crash loop:
+    ``run()`` raises CrashLoop, naming the process with the end of its log.
+    """
+
+    def __init__(self, stack: Stack, max_exits: int = 5, window: float = 60.0,
+                 first_delay: float = 0.5, max_delay: float = 8.0, say=print):
+        self.stack = stack
+        self.max_exits = max_exits
+        self.window = window
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.say = say
+        self.exits: dict[str, deque] = {}
+        self.restarts = 0
+        self._due: dict[str, float] = {}  # name -> monotonic time of its restart
+
+    def _starter(self, name: str):
+        stack = self.stack
+        if name == "redis":
+            return stack.start_redis
+        if name == "api":
+            return stack.start_api
+        return lambda: stack.start_worker(int(name.removeprefix("worker")))
+
+    def check(self, now: float | None = None) -> None:
+        """One round: notice exits, schedule their restarts, start those that are due."""
+        now = time.monotonic() if now is None else now
+        for name, proc in list(self.stack.processes()):
+            if proc.poll() is None or name in self._due:
+                continue
+            exits = self.exits.setdefault(name, deque())
+            exits.append(now)
+            while exits and now - exits[0] > self.window:
+                exits.popleft()
+            if len(exits) >= self.max_exits:
+                raise CrashLoop(f"{name} exited {len(exits)} times in {self.window:.0f} s "
+                                f"(last exit code {proc.returncode}); giving up.\n"
+                                f"{self.stack.tail(name, 20)}")
+            delay = min(self.first_delay * 2 ** (len(exits) - 1), self.max_delay)
+            self.say(f"{name} (pid {proc.pid}) exited with code {proc.returncode}; "
+                     f"restarting it in {delay:.1f} s ({len(exits)} exit(s) in the last "
+                     f"{self.window:.0f} s)", flush=True)
+            self._due[name] = now + delay
+        for name, due in list(self._due.items()):
+            if now >= due:
+                del self._due[name]
+                try:
+                    proc = self._starter(name)()
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    self.say(f"{name} could not be started again: {exc}", flush=True)
+                    self.exits[name].append(time.monotonic())
+                    self._due[name] = time.monotonic() + self.max_delay
+                    continue
+                self.restarts += 1
+                self.say(f"{name} restarted (pid {proc.pid if proc else '-'})", flush=True)
+
+    def run(self, stopped=lambda: False, interval: float = 0.2) -> None:
+        while not stopped():
+            self.check()
+            time.sleep(interval)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.stack", description=__doc__)
-    p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 2)))
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    settings = load_or_exit()
+    p = argparse.ArgumentParser(prog="python -m digits.stack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=settings.WORKERS)
+    p.add_argument("--port", type=int, default=settings.PORT)
     args = p.parse_args(argv)
-    stack = Stack(workers=args.workers, port=args.port, redis_url=os.environ.get("REDIS_URL"),
+    external = settings.REDIS_URL if is_set("REDIS_URL") else None
+    stack = Stack(workers=args.workers, port=args.port, redis_url=external,
                   log_dir=ROOT / "var/log", quiet=False)
 
     def _stop(signum, _frame):
@@ -255,9 +325,10 @@ def main(argv=None) -> int:
         print(f"\nready in {time.monotonic() - started:.1f} s: open {stack.url}/  "
               f"(Redis {stack.redis_url}, {args.workers} workers; Ctrl-C stops everything)",
               flush=True)
-        while all(proc.poll() is None for _, proc in stack.processes()):
-            time.sleep(0.5)
-        print("a process exited; stopping the rest", file=sys.stderr)
+        Supervisor(stack).run()
+        return 0
+    except CrashLoop as exc:
+        print(f"\nstopping: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)

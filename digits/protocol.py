@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
 
 import numpy as np
@@ -20,10 +19,6 @@ IMAGE_BYTES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 # Celery's Redis result backend stores each result under this prefix + task id and
 # publishes it on the channel of the same name.
 RESULT_PREFIX = "celery-task-meta-"
-
-
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def encode_batch(images: np.ndarray) -> str:
@@ -78,9 +73,8 @@ def parse_result(raw: bytes | str) -> tuple[str, object]:
     return meta.get("status", "UNKNOWN"), meta.get("result")
 
 
-def celery_config(url: str | None = None) -> dict:
-    """Settings both sides share. Chosen by measurement: see README, Performance."""
-    url = url or redis_url()
+def celery_config(url: str, result_expires: int) -> dict:
+    """Celery settings both sides share. Chosen by measurement: see docs/performance.md."""
     return {
         "broker_url": url,
         "result_backend": url,
@@ -91,7 +85,7 @@ def celery_config(url: str | None = None) -> dict:
         "task_routes": {TASK_PREDICT: {"queue": QUEUE}},
         # Results are read once and deleted by the API; the expiry catches the rest
         # (a hedged duplicate, a client that went away).
-        "result_expires": int(os.environ.get("RESULT_EXPIRES", 120)),
+        "result_expires": result_expires,
         # No ack emulation: kombu's Redis transport otherwise books every message into
         # an "unacked" hash on delivery and out again on ack (two more Redis round
         # trips and client set-ups per task) so that a dead worker's messages come

@@ -1,19 +1,19 @@
 """Throughput and latency of /predict, against the original design, in one run.
 
-    python -m scripts.bench --data ../shared/data/mnist          (make bench)
+    python -m tools.bench --data ../shared/data/mnist          (make bench)
 
 On the same machine, one system after another (never two at once):
 
 1. model     the raw batched forward pass of the current model (the worker's traced graph, 2 TF
              threads) in a subprocess: images/s at batch 1, 64, 256, median of repeats.
-2. baseline  scripts/baseline_app.py under ``gunicorn -w 4`` (sync): what the original
+2. baseline  tools/baseline_app.py under ``gunicorn -w 4`` (sync): what the original
              Number-Visualizer did, one Keras ``model.predict`` per request per process.
-3. noop      scripts/noop_celery.py: Flask (gthread, our API's workers and threads)
+3. noop      tools/noop_celery.py: Flask (gthread, our API's workers and threads)
              sending a no-op Celery task over Redis and waiting: the round-trip ceiling.
-4. ours      scripts.stack.Stack (RATE_LIMIT off), warmed up first.
+4. ours      digits.stack.Stack (RATE_LIMIT off), warmed up first.
 
 Each HTTP system is driven by wrk at each concurrency (default 1, 8, 32, 64) with
-real canvas-drawing PNG bodies (scripts/canvas_set), after a 50-drawing accuracy
+real canvas-drawing PNG bodies (tools/canvas_set), after a 50-drawing accuracy
 check. Prints a table, ratios, raw model images/s and RSS; writes bench.json and
 bench.png into --out; the LAST stdout line is a one-line JSON summary.
 
@@ -44,10 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from scripts.stack import Stack, free_port  # noqa: E402
+from digits.stack import Stack, free_port  # noqa: E402
 
 SYSTEMS = ("model", "baseline", "noop", "ours")
 HTTP_SYSTEMS = ("baseline", "noop", "ours")
@@ -460,7 +458,7 @@ def bench_model(args, ctx) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "scripts.bench",
+        "tools.bench",
         "--model-probe",
         str(out),
         "--probe-seconds",
@@ -519,7 +517,7 @@ def model_probe(out: str, seconds: float, batches: list[int], repeats: int = 5) 
 def bench_baseline(args, ctx) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log(f"baseline: gunicorn -w {args.baseline_workers} scripts.baseline_app:app on {url}")
+    log(f"baseline: gunicorn -w {args.baseline_workers} tools.baseline_app:app on {url}")
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
@@ -541,7 +539,7 @@ def bench_baseline(args, ctx) -> dict:
             f"127.0.0.1:{port}",
             "--timeout",
             "120",
-            "scripts.baseline_app:app",
+            "tools.baseline_app:app",
         ],
         ctx["log_dir"] / "baseline.log",
         env,
@@ -598,7 +596,7 @@ def bench_noop(args, ctx) -> dict:
                         "-m",
                         "celery",
                         "-A",
-                        "scripts.noop_celery:celery",
+                        "tools.noop_celery:celery",
                         "worker",
                         "--pool=threads",
                         f"--concurrency={wthreads}",
@@ -633,7 +631,7 @@ def bench_noop(args, ctx) -> dict:
                 "5",
                 "-b",
                 f"127.0.0.1:{port}",
-                "scripts.noop_celery:app",
+                "tools.noop_celery:app",
             ],
             ctx["log_dir"] / "noop-api.log",
             env,
@@ -889,7 +887,7 @@ def log(message: str) -> None:
 
 
 def make_bodies(data_dir: str, n: int, folder: Path, seed: int = 0):
-    from scripts.canvas_set import make_drawings
+    from tools.canvas_set import make_drawings
     from trainer.data import load
 
     mnist = load(data_dir)
@@ -924,7 +922,7 @@ def parse_env(values: list[str] | None) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m scripts.bench",
+        prog="python -m tools.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,16 +1,16 @@
 """Soak test: the whole stack under mixed load for minutes while faults are injected.
 
-    python -m scripts.soak --data ../shared/data/mnist [--duration 300] [--workers 2]
+    python -m tools.soak --data ../shared/data/mnist [--duration 300] [--workers 2]
                            [--clients 8] [--out artifacts/soak]          (make soak)
 
 Not part of CI. What it does:
 
 1. A private model store (a copy of the shipped default as version 1, plus version 2,
    a copy of version 1's model file published through ``ModelStore.publish``, so a
-   promote or rollback has something to flip between) and a ``scripts.stack.Stack``:
+   promote or rollback has something to flip between) and a ``digits.stack.Stack``:
    its own redis-server, ``--workers`` Celery workers, gunicorn; RATE_LIMIT off.
 2. ``--clients`` threads, each with a keep-alive ``requests.Session``, for ``--duration``
-   seconds: ~85% valid canvas drawings of MNIST test digits (scripts/canvas_set, with
+   seconds: ~85% valid canvas drawings of MNIST test digits (tools/canvas_set, with
    their labels: wrong answers are counted), ~10% bad inputs (invalid base64, a body
    that is not JSON, a blank canvas, non-image bytes, JSON over MAX_CONTENT_LENGTH,
    GET /predict), ~5% GET /ready, /health, /metrics. Every request is recorded as
@@ -67,13 +67,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from scripts.bench import parse_env  # noqa: E402
-from scripts.stack import Stack  # noqa: E402
+from digits.stack import Stack  # noqa: E402
+from tools.bench import parse_env  # noqa: E402
 
 DEFAULT_PREDICT_TIMEOUT = 5.0  # api/config.py's default; --env PREDICT_TIMEOUT=... changes it
 MAX_CONTENT_LENGTH = 2 * 1024 * 1024  # api/config.py's default
@@ -149,7 +147,7 @@ def bad_inputs() -> dict[str, tuple[str, bytes | None, int, str]]:
 
 
 def make_valid_bodies(data_dir: str, n: int, seed: int) -> list[tuple[bytes, int]]:
-    from scripts.canvas_set import make_drawings
+    from tools.canvas_set import make_drawings
     from trainer.data import load
 
     mnist = load(data_dir)
@@ -1175,7 +1173,7 @@ class Soak:
                 "model_versions": list(self.versions),
             },
             "definitions": {
-                "classes": "see the module docstring of scripts/soak.py",
+                "classes": "see the module docstring of tools/soak.py",
                 "fault window": (
                     f"from a fault's start until the stack was verified whole "
                     f"again, plus {FAULT_GRACE} s; a request is in it if they "
@@ -1406,7 +1404,7 @@ def _outcome(fault: dict) -> str:
 # ------------------------------------------------------------------ main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m scripts.soak",
+        prog="python -m tools.soak",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,7 +11,7 @@ transparent background, or (1 in 5) on opaque white.
 
 Used to measure accuracy through the HTTP API and as benchmark request bodies.
 
-    python scripts/canvas_set.py --data ../shared/data/mnist --n 1000 --out DIR
+    python -m tools.canvas_set --data ../shared/data/mnist --n 1000 --out DIR
 
 writes DIR/NNNN_<label>.png and DIR/labels.json.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -162,9 +161,6 @@ def make_drawings(
 
 
 def _mnist_test(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:  # run as `python scripts/canvas_set.py`
-        sys.path.insert(0, root)
     from trainer.data import load
 
     mnist = load(data_dir)
