@@ -31,6 +31,8 @@ from digits.settings import ROOT, child_environment, is_set, load_or_exit
 WORKER_CMD = ["python", "-m", "worker"]
 API_CMD = ["gunicorn", "-c", "api/gunicorn_conf.py", "api:create_app()"]
 TRAINER_CMD = ["python", "-m", "trainer", "train"]
+# The feedback database's schema (Alembic), migrated before the API starts.
+MIGRATE_CMD = ["python", "-m", "digits.feedback_db", "upgrade"]
 
 
 def free_port() -> int:
@@ -63,6 +65,7 @@ class Stack:
         self.redis: subprocess.Popen | None = None
         self.workers: dict[int, subprocess.Popen] = {}
         self.api: subprocess.Popen | None = None
+        self.started_with: dict[str, dict] = {}  # name -> env overrides, for restarts
 
     @property
     def url(self) -> str:
@@ -123,6 +126,7 @@ class Stack:
             raise SystemExit(f"no model in {self.model_dir} and none shipped to seed it with")
 
     def start_worker(self, index: int, **env) -> subprocess.Popen:
+        self.started_with[f"worker{index}"] = env
         proc = self._spawn(f"worker{index}", [*_python_cmd(WORKER_CMD), "-n",
                                               f"worker{index}@%h"], **env)
         self.workers[index] = proc
@@ -133,7 +137,15 @@ class Stack:
         if proc:
             self._end(proc, 15, kill)
 
+    def migrate(self) -> None:
+        """The feedback database's schema, to head (as compose's db-migrate service)."""
+        done = subprocess.run(_python_cmd(MIGRATE_CMD), cwd=ROOT, env=self.env(),
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            raise RuntimeError(f"feedback database migration failed:\n{done.stderr[-2000:]}")
+
     def start_api(self, **env) -> subprocess.Popen:
+        self.started_with["api"] = env
         self.api = self._spawn("api", _python_cmd(API_CMD), **env)
         return self.api
 
@@ -149,6 +161,7 @@ class Stack:
             self.start_redis()
             for i in range(1, self.n_workers + 1):
                 self.start_worker(i)
+            self.migrate()
             self.start_api()
             if wait:
                 self.wait_ready(wait)
@@ -259,9 +272,10 @@ class Supervisor:
         stack = self.stack
         if name == "redis":
             return stack.start_redis
+        env = stack.started_with.get(name, {})
         if name == "api":
-            return stack.start_api
-        return lambda: stack.start_worker(int(name.removeprefix("worker")))
+            return lambda: stack.start_api(**env)
+        return lambda: stack.start_worker(int(name.removeprefix("worker")), **env)
 
     def check(self, now: float | None = None) -> None:
         """One round: notice exits, schedule their restarts, start those that are due."""
@@ -327,7 +341,7 @@ def main(argv=None) -> int:
               flush=True)
         Supervisor(stack).run()
         return 0
-    except CrashLoop as exc:
+    except (CrashLoop, RuntimeError, TimeoutError) as exc:  # crash loop, or failed start
         print(f"\nstopping: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
