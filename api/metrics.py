@@ -26,7 +26,7 @@ LATENCY = Histogram(
 PREDICTIONS = Counter("digits_predictions_total", "Predictions answered, by digit", ["digit"])
 ERRORS = Counter("digits_errors_total", "Error answers, by code", ["code"])
 GROUPS = Histogram(
-    "digits_dispatch_group_size", "Requests that travelled as one Celery task",
+    "digits_dispatch_group_size", "Images that travelled as one Celery task",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 HEDGES = Counter("digits_hedged_tasks_total", "Tasks sent a second time after no answer")

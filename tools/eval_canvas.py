@@ -12,10 +12,7 @@ artifacts/canvas_eval.json.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
-import signal
 import statistics
 import sys
 import time
@@ -25,18 +22,20 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from digits.settings import ROOT, is_set
+from tools.load import png_body
+from tools.procs import interrupt_on_sigterm, stack_settings
 
 RETRY_STATUSES = (429, 503)
 
 
 def post(url: str, png: bytes, timeout: float = 30, attempts: int = 5) -> dict:
     """One drawing through /predict: status, answer, client-side milliseconds."""
-    body = json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()})
+    body = png_body(png)
     for attempt in range(attempts):
         req = urllib.request.Request(
             url + "/predict",
-            data=body.encode(),
+            data=body,
             method="POST",
             headers={"Content-Type": "application/json"},
         )
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WORKERS", 2)),
+        default=stack_settings({}).WORKERS,
         help="workers of the private stack (default $WORKERS or 2)",
     )
     p.add_argument("--out", default="artifacts/canvas_eval.json")
@@ -163,16 +162,13 @@ def main(argv=None) -> int:
     if not url:
         from digits.stack import Stack
 
-        def _stop(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+        interrupt_on_sigterm()
         # A fresh copy of the shipped model unless MODEL_DIR says otherwise: a long-lived
         # var/models may still hold an older default.
         import tempfile
 
-        models = os.environ.get("MODEL_DIR") or tempfile.mkdtemp(prefix="digits-eval-models-")
+        models = (stack_settings({}).MODEL_DIR if is_set("MODEL_DIR")
+                  else tempfile.mkdtemp(prefix="digits-eval-models-"))
         stack = Stack(workers=args.workers, env={"RATE_LIMIT": ""}, model_dir=models)
     try:
         if stack:

@@ -12,23 +12,25 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import redis
 import requests
 
 from digits.protocol import QUEUE
+from digits.settings import BY_NAME
 from tests.conftest import seeded_store, start_stack
 from tests.hardening.helpers import VALID_BODY, assert_error_shape
+from tools import faults
+from tools.load import Clients
+from tools.procs import alive, timed_exits, wait_until
 
-PREDICT_TIMEOUT = 5.0  # the default, which these stacks keep
+PREDICT_TIMEOUT = BY_NAME["PREDICT_TIMEOUT"].default  # these stacks keep the default
 MARGIN = 3.0  # on top of PREDICT_TIMEOUT: a loaded box, client overhead
 
 
@@ -44,52 +46,6 @@ class Outcome:
     error: str = ""
 
 
-@dataclass
-class Load:
-    """``threads`` clients posting valid drawings (keep-alive sessions) until stopped."""
-
-    url: str
-    threads: int = 4
-    outcomes: list[Outcome] = field(default_factory=list)
-
-    def __post_init__(self):
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(self.threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(PREDICT_TIMEOUT + 30)
-
-    def _run(self) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                outcome = post_one(session, self.url)
-                self._record(outcome)
-                if outcome.status is None:
-                    time.sleep(0.05)  # the door is shut: don't spin
-
-    def _record(self, outcome: Outcome) -> None:
-        with self._lock:
-            self.outcomes.append(outcome)
-
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.outcomes) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.outcomes) >= count, f"only {len(self.outcomes)} requests in {timeout} s"
-
-
 def post_one(session, url: str, timeout: float = 30) -> Outcome:
     started = time.monotonic()
     try:
@@ -103,6 +59,13 @@ def post_one(session, url: str, timeout: float = 30) -> Outcome:
     if r.status_code >= 400:
         assert_error_shape(r.status_code, r.headers.get("Content-Type"), body, r.content)
     return Outcome(started, time.monotonic() - started, r.status_code, body)
+
+
+def clients(url: str, threads: int = 4) -> Clients:
+    """``threads`` clients posting valid drawings (keep-alive sessions) until stopped;
+    their outcomes in ``.records``, in the order they finish."""
+    return Clients(threads, lambda _: partial(post_one, url=url),
+                   pause=lambda o: 0.05 if o.status is None else 0)  # the door is shut
 
 
 def summary(outcomes: list[Outcome]) -> str:
@@ -126,37 +89,6 @@ def ready(url: str) -> tuple[int, dict]:
     return r.status_code, r.json()
 
 
-def wait_until(check, timeout: float, what: str, interval: float = 0.1, details=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            more = f"\n{details()}" if details else ""
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}{more}")
-        time.sleep(interval)
-
-
-def alive(proc) -> bool:
-    return proc is not None and proc.poll() is None
-
-
-def end_in_parallel(procs: dict, timeout: float = 10.0) -> dict:
-    """SIGTERM every process (name -> Popen) at once; seconds each took to exit (inf: not)."""
-    started = time.monotonic()
-    for proc in procs.values():
-        os.killpg(proc.pid, signal.SIGTERM)
-    took = {}
-    for name, proc in procs.items():
-        try:
-            proc.wait(max(0.0, started + timeout - time.monotonic()))
-            took[name] = round(time.monotonic() - started, 2)
-        except subprocess.TimeoutExpired:
-            took[name] = float("inf")
-    return took
-
-
 @pytest.fixture
 def stacks():
     """Stacks a test starts, stopped (killed if need be) at the end whatever happens."""
@@ -173,12 +105,12 @@ def test_kill_one_worker_under_load(tmp_path, stacks):
     s = start_stack(tmp_path, workers=2, env={"HEDGE_AFTER": "0.5"})
     stacks.append(s)
     predict(s.url)  # warm both API processes' senders
-    with Load(s.url, threads=4) as load:
+    with clients(s.url, threads=4) as load:
         time.sleep(2.0)
-        before = len(load.outcomes)
+        before = len(load.records)
         s.stop_worker(1, kill=True)
         time.sleep(4.0)
-    outcomes = load.outcomes
+    outcomes = load.records
     metrics = requests.get(s.url + "/metrics", timeout=10).text
     hedges = sum(float(line.split()[-1]) for line in metrics.splitlines()
                  if line.startswith("digits_hedged_tasks_total"))
@@ -206,7 +138,7 @@ def test_redis_restart_under_load(tmp_path, stacks):
             assert o.body["error"]["code"] in ("broker_unavailable", "no_workers"), (label, o)
             assert o.seconds < 2.0, (label, o)
 
-    with Load(s.url, threads=2) as load:
+    with clients(s.url, threads=2) as load:
         load.wait_for(10)
         s.stop_redis(kill=True)
         down_at = time.monotonic()
@@ -224,8 +156,8 @@ def test_redis_restart_under_load(tmp_path, stacks):
         wait_until(lambda: predict(s.url).status == 200, 10 - (time.monotonic() - up_at),
                    "a 200 from /predict within 10 s of Redis' restart",
                    details=lambda: f"{s.tail('worker1')}\n{s.tail('api')}")
-        load.wait_for(len(load.outcomes) + 20)
-    outcomes = load.outcomes
+        load.wait_for(len(load.records) + 20)
+    outcomes = load.records
     print(summary(outcomes))
     # Nothing but answers and clean 503s: never another 5xx, never a hang.
     assert all(o.status in (200, 503) for o in outcomes), summary(outcomes)
@@ -270,17 +202,17 @@ def test_sigterm_under_load_drains_and_exits(tmp_path, stacks):
     stacks.append(s)
     predict(s.url)
     procs = {"api": s.api, **{f"worker{i}": p for i, p in s.workers.items()}}
-    with Load(s.url, threads=4) as load:
+    with clients(s.url, threads=4) as load:
         load.wait_for(20)
         sent_at = time.monotonic()
-        took = end_in_parallel(procs, timeout=10)
+        took = timed_exits(procs, timeout=10)
     assert all(t < 10 for t in took.values()), took
-    before = [o for o in load.outcomes if o.started < sent_at]
+    before = [o for o in load.records if o.started < sent_at]
     in_flight = [o for o in before if o.started + o.seconds > sent_at]
-    after = [o for o in load.outcomes if o.started >= sent_at]
+    after = [o for o in load.records if o.started >= sent_at]
     print(f"before SIGTERM: {summary(before)}; in flight at SIGTERM: {summary(in_flight)}; "
           f"after: {summary(after)}; exits after {took}")
-    assert before and in_flight, summary(load.outcomes)
+    assert before and in_flight, summary(load.records)
     # Every request that reached the API before the SIGTERM is answered, and answered
     # well: the API drains, the workers keep taking tasks meanwhile (WORKER_DRAIN_SECONDS).
     # One sent in the last 50 ms may have met a listener already closed: no answer at all.
@@ -299,7 +231,7 @@ def test_sigterm_with_redis_down_exits(tmp_path, stacks):
     s.stop_redis(kill=True)
     time.sleep(1.0)  # let everyone notice: reconnect loops are where shutdowns hang
     procs = {"api": s.api, **{f"worker{i}": p for i, p in s.workers.items()}}
-    took = end_in_parallel(procs, timeout=10)
+    took = timed_exits(procs, timeout=10)
     print(f"exits after {took}")
     assert all(t < 10 for t in took.values()), (took, s.tail("worker1"), s.tail("api"))
 
@@ -352,88 +284,50 @@ def test_junk_in_the_queue_is_dropped_and_workers_live_on(tmp_path, stacks):
 # -- a broken model store -----------------------------------------------------------------
 
 
-def heartbeats(url: str) -> list[dict]:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match="digits:worker:*"))
-        return [json.loads(v) for v in client.mget(keys) if v] if keys else []
-    finally:
-        client.close()
-
-
 def test_broken_model_versions_are_rejected(tmp_path, stacks):
     store = seeded_store(tmp_path / "models")
     serving = store.current()
     s = start_stack(tmp_path, workers=1, model_dir=tmp_path / "models",
                     env={"MODEL_POLL_SECONDS": "0.3"})
     stacks.append(s)
+    client = faults.redis_client(s.redis_url)
 
     def rejections() -> int:
-        return sum(h.get("rejections", 0) for h in heartbeats(s.redis_url))
+        return sum(h.get("rejections", 0) for h in faults.heartbeats(client))
 
-    def publish_garbage(data: bytes) -> int:
-        def write(folder):
-            (folder / "model.keras").write_bytes(data)
-            return {"note": "garbage, for a test"}
-        return store.publish(write).number
+    def corrupt(how: str) -> None:
+        good = store.get(serving).model_path.read_bytes()
+        bad = faults.publish_file(store, faults.corrupted(good, how), "broken, for a test")
+        store.set_current(bad.number)
 
-    good = (store.base / str(serving) / "model.keras").read_bytes()
     breakages = {
         # published properly (the manifest's sha256 matches) but not a Keras file
-        "garbage model file": lambda: store.set_current(publish_garbage(b"not a zip" * 100)),
+        "garbage model file": lambda: corrupt("garbage"),
         # a truncated copy: a corrupt zip
-        "truncated model file": lambda: store.set_current(publish_garbage(good[:len(good) // 3])),
+        "truncated model file": lambda: corrupt("truncated"),
         # replaced after publishing: the sha256 no longer matches
-        "model file replaced": lambda: _replace_after_publish(store, good),
+        "model file replaced": lambda: faults.replaced_after_publishing(store, serving),
         # the pointer names a version whose folder was moved away
-        "version folder gone": lambda: _point_at_missing_folder(store, good),
+        "version folder gone": lambda: faults.folder_moved_away(store, serving),
     }
-    with Load(s.url, threads=2) as load:
+    with clients(s.url, threads=2) as load:
         load.wait_for(5)
         for name, breakage in breakages.items():
             count = rejections()
             breakage()
             wait_until(lambda c=count: rejections() > c, 30, f"a rejection of: {name}")
         # And a pointer that is not even JSON: ignored, still serving.
-        (store.base / ".CURRENT.test").write_text("{not json")
-        os.replace(store.base / ".CURRENT.test", store.base / "CURRENT")
+        faults.pointer_not_json(store)
         time.sleep(1.0)
-        load.wait_for(len(load.outcomes) + 10)
-    outcomes = load.outcomes
+        load.wait_for(len(load.records) + 10)
+    outcomes = load.records
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
     assert {o.body["model_version"] for o in outcomes} == {serving}, summary(outcomes)
     log = s.tail("worker1", 400)
     assert log.count("rejected model version") >= len(breakages), log
-    assert all(h["model_version"] == serving and h["model_loaded"]
-               for h in heartbeats(s.redis_url))
-
-
-def _publish_copy(store, good: bytes, note: str):
-    def write(folder):
-        (folder / "model.keras").write_bytes(good)
-        return {"note": note}
-    return store.publish(write)
-
-
-def _point_at(store, number: int) -> None:
-    """Move the pointer by hand (set_current() would refuse a version that fails to verify),
-    atomically, as the store does: the worker must see only the damaged version."""
-    pointer = store.base / "CURRENT"
-    tmp = pointer.with_name(".CURRENT.test")
-    tmp.write_text(json.dumps({"version": number, "history": [], "updated": "now"}))
-    os.replace(tmp, pointer)
-
-
-def _replace_after_publish(store, good: bytes) -> None:
-    version = _publish_copy(store, good, "to be damaged")
-    version.model_path.write_bytes(good[: len(good) // 2] + b"\0" * 100)
-    _point_at(store, version.number)
-
-
-def _point_at_missing_folder(store, good: bytes) -> None:
-    version = _publish_copy(store, good, "to be moved away")
-    shutil.move(version.path, store.root / f"moved-away-{version.number}")
-    _point_at(store, version.number)
+    beats = faults.heartbeats(client)
+    assert beats and all(h["model_version"] == serving and h["model_loaded"] for h in beats)
+    client.close()
 
 
 # -- memory -------------------------------------------------------------------------------
