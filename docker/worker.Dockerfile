@@ -6,13 +6,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app \
-    MODEL_DIR=/var/lib/digits/models
+    MODEL_DIR=/var/lib/digits/models \
+    MODEL_CACHE=/var/cache/digits/models
 
 RUN useradd --uid 10001 --user-group --create-home --no-log-init --shell /usr/sbin/nologin app \
- && mkdir -p /var/lib/digits/models \
- && chown app:app /var/lib/digits/models
-# A fresh named volume mounted there starts as a copy of this folder, owner included,
-# so the app user can seed it with the shipped model and the trainer can publish.
+ && mkdir -p /var/lib/digits/models /var/cache/digits/models \
+ && chown app:app /var/lib/digits/models /var/cache/digits/models
+# MODEL_DIR: a folder store, when the image runs without MODEL_STORE (a volume mounted
+# there starts as a copy of this folder, owner included). MODEL_CACHE: the versions a
+# worker fetched from an S3 store, verified; a new container fetches them again.
 
 WORKDIR /app
 

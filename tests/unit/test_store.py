@@ -161,3 +161,27 @@ def test_workers_seeding_one_empty_store_at_once_all_succeed(tmp_path):
     assert ModelStore(tmp_path).versions() == shipped.versions()
     assert not [p for p in (tmp_path / "digits").iterdir() if p.name.startswith(".")
                 and p.name != ".CURRENT"]
+
+
+def test_model_store_wins_over_model_dir_and_file_urls_name_folders(tmp_path):
+    from digits.settings import load
+    from models.store import FolderStore, open_store, store_location
+
+    settings = load({"MODEL_STORE": f"file://{tmp_path / 'chosen'}",
+                     "MODEL_DIR": str(tmp_path / "ignored")})
+    assert store_location(settings) == f"file://{tmp_path / 'chosen'}"
+    store = open_store(settings=settings)
+    assert isinstance(store, FolderStore) and store.root == tmp_path / "chosen"
+    assert store.current() == shipped_store().current()  # seeded
+    assert not (tmp_path / "ignored").exists()  # nothing written to MODEL_DIR
+    plain = open_store(settings=load({"MODEL_DIR": str(tmp_path / "dir")}))
+    assert plain.root == tmp_path / "dir"
+
+
+def test_s3_urls_name_a_bucket_and_an_optional_prefix():
+    from models.store.s3 import split_url
+
+    assert split_url("s3://models") == ("models", "")
+    assert split_url("s3://models/team/a/") == ("models", "team/a")
+    with pytest.raises(StoreError, match="s3://bucket"):
+        split_url("s3:///nothing")
