@@ -1,9 +1,12 @@
-"""One error shape for every failure: ``{"error": {"code": ..., "message": ...}}``."""
+"""One error shape for every failure: ``{"error": {"code": ..., "message": ...,
+"request_id": ...}}``."""
 
 from __future__ import annotations
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+
+from digits import request_ids
 
 
 class ApiError(Exception):
@@ -17,8 +20,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_object(code: str, message: str) -> dict:
+    """The ``error`` member of an error body, naming the request it answers."""
+    error = {"code": code, "message": message}
+    rid = request_ids.current()
+    if rid:
+        error["request_id"] = rid
+    return error
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    response = jsonify(error={"code": code, "message": message})
+    response = jsonify(error=error_object(code, message))
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value

@@ -12,6 +12,7 @@ import time
 
 from gunicorn import util as gunicorn_util
 
+from digits import request_ids
 from digits.settings import load_or_exit, prometheus_dir
 
 SETTINGS = load_or_exit()
@@ -25,6 +26,9 @@ timeout = 30
 # SIGTERM: finish in-flight requests (at most PREDICT_TIMEOUT), then exit well inside 10 s.
 graceful_timeout = SETTINGS.GRACEFUL_TIMEOUT
 accesslog = SETTINGS.ACCESS_LOG or None
+# gunicorn's default access line, then the request's ID (api/request_id.py).
+access_log_format = ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
+                     "%({x-request-id}o)s")
 errorlog = "-"
 loglevel = SETTINGS.LOG_LEVEL.lower()
 # gunicorn 27's control socket defaults to one path per user (~/.gunicorn): several
@@ -41,11 +45,14 @@ PROM_DIR, _OWN_PROM_DIR = prometheus_dir(SETTINGS)
 
 def _json_error(sock, status_int, reason, mesg):
     """gunicorn's own answers to malformed HTTP (bad request line, headers, chunking...),
-    which Flask never sees, in the API's JSON error shape instead of an HTML page."""
+    which Flask never sees, in the API's JSON error shape instead of an HTML page. The
+    request could not be parsed, so its ID is always a new one."""
+    rid = request_ids.new()
     body = json.dumps({"error": {"code": reason.lower().replace(" ", "_"),
-                                 "message": mesg or reason}}).encode()
+                                 "message": mesg or reason, "request_id": rid}}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+            f"{request_ids.HEADER}: {rid}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
