@@ -19,7 +19,8 @@ from keras import layers
 INPUT_SPEC = "float32 (n, 28, 28, 1), white ink on black, 0..255, MNIST-centred"
 
 
-def build(dropout: float = 0.4) -> keras.Model:
+def build(dropout: float = 0.4, classes: int = 10) -> keras.Model:
+    """classes: 10 digits, or 11 with a last not-a-digit class (models/outputs.py)."""
     return keras.Sequential(
         [
             keras.Input((28, 28, 1)),
@@ -32,7 +33,7 @@ def build(dropout: float = 0.4) -> keras.Model:
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dropout(dropout),
-            layers.Dense(10, activation="softmax"),
+            layers.Dense(classes, activation="softmax"),
         ],
         name="digits_cnn",
     )

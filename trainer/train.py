@@ -12,19 +12,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.store import HISTORY_PLOT, MODEL_FILE, ModelStore, StoreError, Version
+from models.outputs import Outputs, manifest_fields, serve
+from models.store import HISTORY_PLOT, MODEL_FILE, Store, StoreError, Version
 from trainer.data import Mnist
+from trainer.mix import Mix
 
 
 @dataclass
 class Hyper:
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 2e-3
     dropout: float = 0.4
     seed: int = 1
-    validation: int = 5000  # held out of the training set for per-epoch progress
+    validation: int = 5000  # MNIST training images held out (with a tenth of the rendered)
     augment: bool = True
+    render_scale: float = 1.0  # rendered drawings, as a multiple of trainer/mix.py SHARES
 
 
 def configure_threads(threads: int = 0) -> None:
@@ -35,19 +38,16 @@ def configure_threads(threads: int = 0) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(2)
 
 
-def fit(data: Mnist, hp: Hyper, verbose: int = 2):
-    """Train a fresh model; returns (inference model, history dict, seconds)."""
+def fit(mix: Mix, hp: Hyper, verbose: int = 2):
+    """Train a fresh model on the mix; returns (inference model, history dict, seconds)."""
     import keras
     import tensorflow as tf
 
     from trainer.model import augment, build
 
     keras.utils.set_random_seed(hp.seed)
-    x = data.x_train[..., None].astype("float32")
-    y = data.y_train.astype("int32")
-    val = min(hp.validation, len(x) // 10)
-    x_val, y_val = x[len(x) - val :], y[len(y) - val :]
-    x_fit, y_fit = x[: len(x) - val], y[: len(y) - val]
+    x_fit, y_fit = mix.x_fit[..., None].astype("float32"), mix.y_fit.astype("int32")
+    x_val, y_val = mix.x_held[..., None].astype("float32"), mix.y_held.astype("int32")
 
     train = tf.data.Dataset.from_tensor_slices((x_fit, y_fit))
     train = train.shuffle(len(x_fit), seed=hp.seed, reshuffle_each_iteration=True)
@@ -60,7 +60,7 @@ def fit(data: Mnist, hp: Hyper, verbose: int = 2):
     schedule = keras.optimizers.schedules.CosineDecay(
         hp.learning_rate, decay_steps=steps, alpha=0.02
     )
-    model = build(hp.dropout)
+    model = build(hp.dropout, mix.classes)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
@@ -70,25 +70,30 @@ def fit(data: Mnist, hp: Hyper, verbose: int = 2):
     history = model.fit(
         train,
         epochs=hp.epochs,
-        validation_data=(x_val, y_val) if val else None,
+        validation_data=(x_val, y_val) if len(x_val) else None,
         verbose=verbose,
     )
     seconds = time.monotonic() - started
     # Serve an uncompiled twin: no optimizer state in the file, a third of the size.
-    inference = build(hp.dropout)
+    inference = build(hp.dropout, mix.classes)
     inference.set_weights(model.get_weights())
     return inference, history.history, seconds
 
 
-def accuracy(model, images, labels, batch: int = 1000) -> float:
+def outputs_of(model, images, batch: int = 1000):
+    """The network's raw outputs (n, classes) for (n, 28, 28) uint8 images."""
     import numpy as np
 
-    correct = 0
     x = images[..., None].astype("float32")
-    for i in range(0, len(x), batch):
-        probs = np.asarray(model(x[i : i + batch], training=False))
-        correct += int((probs.argmax(1) == labels[i : i + batch]).sum())
-    return correct / max(1, len(labels))
+    parts = [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, int(model.output_shape[-1])))
+
+
+def accuracy(model, images, labels, batch: int = 1000) -> float:
+    """Digit accuracy: the most likely of the ten digit outputs (a not-a-digit output,
+    when there is one, does not take part: ``digit`` never names it)."""
+    raw = outputs_of(model, images, batch)
+    return float((raw[:, :10].argmax(1) == labels).sum()) / max(1, len(labels))
 
 
 def plot_history(history: dict, path: Path, title: str) -> None:
@@ -116,15 +121,18 @@ def plot_history(history: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def train_and_publish(store: ModelStore, data: Mnist, hp: Hyper, verbose: int = 2) -> Version:
+def train_and_publish(store: Store, data: Mnist, hp: Hyper, mix: Mix,
+                      verbose: int = 2) -> Version:
     import keras
     import tensorflow as tf
 
     from trainer.model import INPUT_SPEC
 
-    model, history, seconds = fit(data, hp, verbose)
+    model, history, seconds = fit(mix, hp, verbose)
     test_accuracy = accuracy(model, data.x_test, data.y_test)
     print(f"test accuracy {test_accuracy:.4%} after {seconds:.0f} s of training", flush=True)
+    held = calibration_report(outputs_of(model, mix.x_held), mix)
+    print(f"temperature {held['temperature']}; held-out: {held['summary']}", flush=True)
 
     def write(folder: Path) -> dict:
         model.save(folder / MODEL_FILE)
@@ -135,9 +143,13 @@ def train_and_publish(store: ModelStore, data: Mnist, hp: Hyper, verbose: int = 
             "training_seconds": round(seconds, 1),
             "model_bytes": (folder / MODEL_FILE).stat().st_size,
             "parameters": int(model.count_params()),
+            **manifest_fields(Outputs(mix.classes, held["temperature"])),
+            "calibration": {k: v for k, v in held.items() if k != "summary"},
+            "rendered": mix.rendered,
             "data_fingerprint": data.fingerprint,
             "data_source": data.source,
             "train_samples": int(len(data.y_train)),
+            "fit_samples": int(len(mix.y_fit)),
             "hyperparameters": asdict(hp),
             "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.items()},
             "input": INPUT_SPEC,
@@ -150,7 +162,39 @@ def train_and_publish(store: ModelStore, data: Mnist, hp: Hyper, verbose: int = 
     return store.publish(write)
 
 
-def gate(store: ModelStore, candidate: Version, floor: float, tolerance: float = 0.001) -> str:
+def calibration_report(raw, mix: Mix) -> dict:
+    """Temperature fitted on the held-out real digits, and what the held-out set says
+    about it: ECE, and how many digits and not-digits a not-a-digit threshold flags."""
+    from trainer.calibrate import ece, fit_temperature, threshold_for
+
+    digits = mix.y_held < 10
+    temperature = fit_temperature(raw[digits], mix.y_held[digits], mix.classes)
+    served, not_a_digit = serve(raw, Outputs(mix.classes, temperature))
+    right = served.argmax(1) == mix.y_held
+    report = {
+        "temperature": temperature,
+        "fitted_on": int(digits.sum()),
+        "held_out_digit_accuracy": round(float(right[digits].mean()), 6) if digits.any() else None,
+        "held_out_ece_15": round(ece(served.max(1)[digits], right[digits]), 5),
+        "thresholds": {},
+    }
+    if mix.classes > 10 and digits.any() and (~digits).any():
+        for share in (0.005, 0.01):
+            t = threshold_for(not_a_digit[digits], share)
+            report["thresholds"][f"refusing {share:.1%} of held-out digits"] = {
+                "threshold": round(t, 6),
+                "negatives_flagged": round(float((not_a_digit[~digits] >= t).mean()), 6),
+            }
+        report["at_0.5"] = {
+            "digits_flagged": round(float((not_a_digit[digits] >= 0.5).mean()), 6),
+            "negatives_flagged": round(float((not_a_digit[~digits] >= 0.5).mean()), 6),
+        }
+    report["summary"] = (f"digit accuracy {report['held_out_digit_accuracy']}, "
+                         f"ECE {report['held_out_ece_15']}, at 0.5: {report.get('at_0.5')}")
+    return report
+
+
+def gate(store: Store, candidate: Version, floor: float, tolerance: float = 0.001) -> str:
     """Why ``candidate`` must not become current, or '' when it may."""
     acc = candidate.manifest["test_accuracy"]
     if acc < floor:
