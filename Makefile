@@ -9,7 +9,8 @@ PORT ?= 8000
 export WORKERS PORT
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up install test test-fast lint format audit train eval-canvas bench soak clean
+.PHONY: up install test test-fast lint format audit train eval-canvas bench bench-batch \
+  eval-numbers bench-numbers eval-cli soak feedback-load feedback-eval clean
 
 $(VENV)/.installed: requirements/*.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,9 @@ audit: install
 
 ## Full training run into $$MODEL_DIR (default var/models); workers hot-reload it.
 train: install
+	@missing=$$(for f in $$(grep -v '^#' requirements/debian-fonts.txt); do \
+	  dpkg -s $$f >/dev/null 2>&1 || echo $$f; done); \
+	[ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
 	$(PY) -m trainer train --data $(DATA)
 
 ## Accuracy on canvas-style drawings, through a running stack's /predict.
@@ -57,8 +61,40 @@ bench: install
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
 	$(PY) -m tools.bench --data $(DATA)
 
+## /predict/batch against /predict, images/s at c=8 with the same drawings (wrk, as bench).
+bench-batch: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
+	$(PY) -m tools.bench_batch --data $(DATA)
+
+## Whole numbers (tools/numbers_set.py): exact match by length and closeness
+## (docs/numbers.md). In this process, or through POST /predict/number with URL=....
+eval-numbers: install
+	$(PY) -m tools.eval_numbers --data $(DATA) $(if $(URL),--url $(URL))
+
+## POST /predict/number with 4-digit numbers: p50 at c=1, numbers/s at c=32 (wrk).
+bench-numbers: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
+	$(PY) -m tools.bench_numbers --data $(DATA)
+
+## `digits predict` on the 10,000 test digits drawn as canvas PNGs: time and accuracy.
+## Against a running stack with URL=http://127.0.0.1:8000 (make up), else a private one.
+eval-cli: install
+	$(PY) -m tools.eval_cli --data $(DATA) $(if $(URL),--url $(URL))
+
 soak: install
 	$(PY) -m tools.soak --data $(DATA)
+
+## 10,000 concurrent POST /feedback (8 clients) on SQLite and PostgreSQL, a gunicorn
+## process killed mid-load, then an audit of every row (docs/feedback.md).
+feedback-load: install
+	$(PY) -m tools.feedback_load --db both --n 10000 --clients 8
+
+## The learning loop's targets: 1,500 corrections through POST /feedback, one finetune,
+## before/after error on new styles, MNIST, canvas set, hot reload (docs/feedback.md).
+feedback-eval: install
+	$(PY) -m tools.feedback_eval --data $(DATA)
 
 clean:
 	rm -rf var artifacts .pytest_cache .ruff_cache

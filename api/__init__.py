@@ -14,7 +14,7 @@ from celery import Celery
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import errors, metrics
+from api import batch, errors, feedback, metrics, numbers, request_id
 from api.dispatch import Dispatcher
 from api.workers import WorkerRegistry
 from digits import settings as settings_module
@@ -60,16 +60,20 @@ def create_app(overrides: dict | None = None) -> Flask:
         celery_client(cfg), client, workers,
         timeout=cfg["PREDICT_TIMEOUT"],
         hedge_after=cfg["HEDGE_AFTER"],
-        max_group=cfg["COALESCE_MAX"] if cfg["COALESCE"] else 1,
+        max_group=cfg["COALESCE_MAX"], coalesce=cfg["COALESCE"],
         window=cfg["DISPATCH_WINDOW"],
         linger=cfg["COALESCE_WAIT_MS"] / 1000,
         on_group=metrics.observe_group,
     )
 
     errors.register(app)
+    request_id.install(app)  # first before_request hook: every answer names its request
     from api.routes import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(batch.bp)
+    app.register_blueprint(numbers.bp)
+    app.register_blueprint(feedback.bp)
     _limits(app, cfg)
     _cors(app, cfg)
     _observe(app)
@@ -78,7 +82,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
 
 def _limits(app: Flask, cfg: dict) -> None:
-    if not cfg["RATE_LIMIT"]:
+    if not (cfg["RATE_LIMIT"] or cfg["FEEDBACK_RATE_LIMIT"]):
         return
     from flask_limiter import Limiter
     from flask_limiter.util import get_remote_address
@@ -92,8 +96,13 @@ def _limits(app: Flask, cfg: dict) -> None:
     # The decorator returns a wrapper that does the checking: it must replace the view
     # (decorated limits are not enforced by the before-request hook).
     # No error_message: the exception's description is then the limit, e.g. "5 per 1 second".
-    app.view_functions["api.predict"] = limiter.limit(cfg["RATE_LIMIT"])(
-        app.view_functions["api.predict"])
+    limits = {"api.predict": cfg["RATE_LIMIT"],
+              "batch.predict_batch": cfg["RATE_LIMIT"],  # a batch counts as one request
+              "numbers.predict_number": cfg["RATE_LIMIT"],
+              "feedback.post_feedback": cfg["FEEDBACK_RATE_LIMIT"]}
+    for view, limit in limits.items():
+        if limit:
+            app.view_functions[view] = limiter.limit(limit)(app.view_functions[view])
 
     @app.errorhandler(429)
     def _too_many(exc):

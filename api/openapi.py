@@ -12,7 +12,10 @@ SPEC = {
     "info": {
         "title": "Digit recogniser",
         "version": "1.0.0",
-        "description": "Draw a digit, get the digit and the probability of each one.",
+        "description": "Draw a digit, get the digit and the probability of each one. "
+                       "Every response carries an X-Request-ID header: the request's own "
+                       "when it is 1-128 characters of A-Z a-z 0-9 . _ : + / = @ -, "
+                       "else a new one; error bodies repeat it as error.request_id.",
     },
     "paths": {
         "/predict": {
@@ -44,6 +47,40 @@ SPEC = {
                 },
             }
         },
+        "/predict/batch": {
+            "post": {
+                "summary": "Recognise many drawn digits, each answered on its own",
+                "description": "Each result is the /predict answer for that image, or an "
+                               "error for that image alone. The whole request is refused "
+                               "only when its body is (too large, too many images, no "
+                               "array) or when nothing could answer (503, 504).",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {"images": {
+                            "type": "array",
+                            "description": "base64 PNG or JPEG images, with or without a "
+                                           "data:image/...;base64, prefix; at most "
+                                           "BATCH_MAX_IMAGES",
+                            "items": {"type": "string"},
+                        }},
+                    }}},
+                },
+                "responses": {
+                    "200": {"description": "One result per image, in order", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
+                    }},
+                    "400": _error("Malformed body, or no images array"),
+                    "413": _error("Body too large, or more than BATCH_MAX_IMAGES images"),
+                    "415": _error("Not JSON"),
+                    "429": _error("Rate limited"),
+                    "503": _error("No worker, or Redis unreachable"),
+                    "504": _error("No answer within the timeout"),
+                },
+            }
+        },
         "/health": {"get": {"summary": "Liveness", "responses": {"200": {
             "description": "This process answers",
             "content": {"application/json": {"schema": {
@@ -66,7 +103,8 @@ SPEC = {
     "components": {"schemas": {
         "Prediction": {
             "type": "object",
-            "required": ["digit", "confidence", "probabilities", "model_version"],
+            "required": ["digit", "confidence", "probabilities", "not_a_digit", "is_digit",
+                         "model_version"],
             "properties": {
                 "digit": {"type": "integer", "minimum": 0, "maximum": 9},
                 "confidence": {"type": "number", "minimum": 0, "maximum": 1},
@@ -76,7 +114,26 @@ SPEC = {
                     "additionalProperties": False,
                     "properties": {str(d): {"type": "number"} for d in range(10)},
                 },
+                "not_a_digit": {
+                    "type": ["number", "null"], "minimum": 0, "maximum": 1,
+                    "description": "the model's score that the drawing is not a digit; null "
+                                   "from a model version without that output"},
+                "is_digit": {
+                    "type": "boolean",
+                    "description": "false when not_a_digit is at or over "
+                                   "NOT_A_DIGIT_THRESHOLD"},
                 "model_version": {"type": "integer"},
+                "latency_ms": {"type": "number"},
+            },
+        },
+        "Batch": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {"type": "array", "items": {"oneOf": [
+                    {"$ref": "#/components/schemas/Prediction"},
+                    {"$ref": "#/components/schemas/Error"},
+                ]}},
                 "latency_ms": {"type": "number"},
             },
         },
@@ -86,8 +143,25 @@ SPEC = {
             "properties": {"error": {
                 "type": "object",
                 "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "request_id": {"type": "string", "description": "the X-Request-ID "
+                                   "of the request (also in the response header)"},
+                },
             }},
         },
     }},
 }
+
+# POST /feedback and GET /feedback/{id} (api/feedback.py).
+from api.feedback_spec import OPENAPI_PATHS, OPENAPI_SCHEMAS  # noqa: E402
+
+SPEC["paths"].update(OPENAPI_PATHS)
+SPEC["components"]["schemas"].update(OPENAPI_SCHEMAS)
+
+# POST /predict/number (api/numbers.py).
+from api import numbers_spec  # noqa: E402
+
+SPEC["paths"].update(numbers_spec.OPENAPI_PATHS)
+SPEC["components"]["schemas"].update(numbers_spec.OPENAPI_SCHEMAS)

@@ -186,8 +186,9 @@ def _too_large(what: str, max_pixels: int) -> ApiError:
 # ---------------------------------------------------------------- MNIST style
 
 
-def _grey(img: Image.Image) -> tuple[Image.Image, int | None]:
-    """One "L" channel, and its background level when known (else None).
+def _grey(img: Image.Image) -> tuple[Image.Image, int | None, tuple[int, int]]:
+    """One "L" channel, its background level when known (else None), and where its
+    top-left pixel is in img.
 
     Transparency is composited over whichever colour shows the ink: a canvas'
     black strokes on a transparent background go over white. Fully transparent
@@ -205,18 +206,20 @@ def _grey(img: Image.Image) -> tuple[Image.Image, int | None]:
             if box is None:
                 raise _blank()  # fully transparent
             if box == (0, 0, *img.size) and img.getchannel("A").getextrema()[0] == 255:
-                return img.convert("L"), None  # opaque all over: colours decide
+                return img.convert("L"), None, (0, 0)  # opaque all over: colours decide
             img = img.crop(box)
             alpha = img.getchannel("A")
             lum = img.convert("L")
             backdrop = _backdrop(lum, alpha)
-            return Image.composite(lum, Image.new("L", lum.size, backdrop), alpha), backdrop
+            grey = Image.composite(lum, Image.new("L", lum.size, backdrop), alpha)
+            return grey, backdrop, box[:2]
         if mode.startswith("I;16") or mode in ("I", "F"):
             pixels = np.asarray(img, dtype=np.float32)
             top = float(pixels.max()) if pixels.size else 0.0
             scale = 255 / 65535 if top > 255 else (255.0 if mode == "F" and top <= 1 else 1.0)
-            return Image.fromarray(np.clip(pixels * scale, 0, 255).astype(np.uint8)), None
-        return img.convert("L"), None  # 1, L, RGB, CMYK, YCbCr...
+            grey = Image.fromarray(np.clip(pixels * scale, 0, 255).astype(np.uint8))
+            return grey, None, (0, 0)
+        return img.convert("L"), None, (0, 0)  # 1, L, RGB, CMYK, YCbCr...
     except ApiError:
         raise
     except Exception:
@@ -247,8 +250,9 @@ def _backdrop(lum: Image.Image, alpha: Image.Image) -> int:
     return int(np.median(edge_shades))
 
 
-def _ink(grey: Image.Image, background: int | None) -> Image.Image:
-    """Ink strength 0..255 on 0, cropped to the ink, faint noise removed; 422 if blank."""
+def _ink(grey: Image.Image, background: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Ink strength 0..255 on 0, cropped to the ink, faint noise removed, and the crop's
+    top-left pixel in grey; 422 if blank."""
     lowest, highest = grey.getextrema()
     width, height = grey.size
     # numpy on a copy is quickest for canvas-sized images; Pillow ops for big ones.
@@ -291,11 +295,21 @@ def _ink(grey: Image.Image, background: int | None) -> Image.Image:
         values = lut.take(pixels[box[1] : box[3], box[0] : box[2]])
         if np.count_nonzero(values) < MIN_INK_PIXELS:
             raise _blank()  # a speck
-        return Image.fromarray(values)
+        return Image.fromarray(values), box[:2]
     ink_image = grey.crop(box).point(lut.tolist())
     if ink_image.width * ink_image.height - ink_image.histogram()[0] < MIN_INK_PIXELS:
         raise _blank()  # a speck
-    return ink_image
+    return ink_image, box[:2]
+
+
+def ink(img: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
+    """The ink of a drawing (strength 0..255 on 0, the strongest 255) cropped to it,
+    and where the crop's top-left pixel is in img; 422 blank_image if there is none."""
+    if img.width <= 0 or img.height <= 0:
+        raise _invalid("the image is empty")
+    grey, background, (gx, gy) = _grey(img)
+    image, (x, y) = _ink(grey, background)
+    return image, (gx + x, gy + y)
 
 
 def _fit(ink: Image.Image) -> np.ndarray:
@@ -310,9 +324,13 @@ def _fit(ink: Image.Image) -> np.ndarray:
 
 def to_mnist(img: Image.Image) -> np.ndarray:
     """(28, 28) uint8, white ink on black, digit in a 20x20 box, centred by mass."""
-    if img.width <= 0 or img.height <= 0:
-        raise _invalid("the image is empty")
-    digit = _fit(_ink(*_grey(img)))
+    return centred(ink(img)[0])
+
+
+def centred(ink_image: Image.Image) -> np.ndarray:
+    """Ink cropped to itself (as ``ink`` gives it) -> (28, 28) uint8: scaled into a
+    20x20 box keeping its aspect, centred by mass. 422 blank_image if it has none."""
+    digit = _fit(ink_image)
     rows, cols = digit.shape
     row_mass = digit.sum(axis=1, dtype=np.float64)
     mass = row_mass.sum()

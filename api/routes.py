@@ -9,9 +9,10 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from api import metrics
-from api.errors import ApiError
+from api.errors import ApiError, error_object
 from api.openapi import SPEC
 from api.preprocess import preprocess
+from digits.protocol import not_a_digit
 
 bp = Blueprint("api", __name__)
 
@@ -59,17 +60,33 @@ def predict():
     with dispatcher.arriving():
         body = _json_body()
         image = preprocess(body.get("image"), max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
-    answer = dispatcher.predict(image)
-    probs = answer["probabilities"]
+    answer = prediction(dispatcher.predict(image))
+    answer["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return jsonify(answer)
+
+
+def prediction(answer: dict) -> dict:
+    """A worker's answer for one image, as /predict gives it (and each /predict/batch item).
+
+    ``digit``, ``confidence`` and ``probabilities`` are about the ten digits (given that
+    the drawing is one); ``not_a_digit`` is the model's score that it is none (null from
+    a version without that output), and ``is_digit`` is false when that score reaches
+    NOT_A_DIGIT_THRESHOLD.
+    """
+    row = answer["probabilities"]
+    probs = row[:10]
     digit = max(range(10), key=probs.__getitem__)
+    score = not_a_digit(row)
+    is_digit = score is None or score < current_app.config["NOT_A_DIGIT_THRESHOLD"]
     metrics.PREDICTIONS.labels(str(digit)).inc()
-    return jsonify(
-        digit=digit,
-        confidence=round(float(probs[digit]), 6),
-        probabilities={str(d): round(float(p), 6) for d, p in enumerate(probs)},
-        model_version=answer["model_version"],
-        latency_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
+    return {
+        "digit": digit,
+        "confidence": round(float(probs[digit]), 6),
+        "probabilities": {str(d): round(float(p), 6) for d, p in enumerate(probs)},
+        "not_a_digit": None if score is None else round(score, 6),
+        "is_digit": is_digit,
+        "model_version": answer["model_version"],
+    }
 
 
 @bp.get("/health")
@@ -85,6 +102,19 @@ def health():
     )
 
 
+def _store_report(live: list[dict]) -> dict:
+    """Each model store the workers read, with the worst status any of them reports. A
+    store that is down leaves the workers serving what they have: it is reported here,
+    and readiness does not depend on it."""
+    report: dict[str, str] = {}
+    for w in live:
+        store = w.get("store") or {}
+        location, status = store.get("location"), store.get("status", "unknown")
+        if location and report.get(location, "ok") == "ok":
+            report[location] = status
+    return report
+
+
 @bp.get("/ready")
 def ready():
     """Readiness: Redis answers and at least one live worker has a model loaded."""
@@ -97,6 +127,7 @@ def ready():
         "workers": len(live),
         "workers_serving": len(serving),
         "model_versions": sorted({w.get("model_version") for w in serving}),
+        "model_store": _store_report(live),
     }
     if not redis_ok:
         reason = "Redis is unreachable"
@@ -105,7 +136,7 @@ def ready():
     else:
         return jsonify(status="ready", **body)
     response = jsonify(status="not_ready", reason=reason,
-                       error={"code": "not_ready", "message": reason}, **body)
+                       error=error_object("not_ready", reason), **body)
     response.status_code = 503
     response.headers["Retry-After"] = "1"
     return response

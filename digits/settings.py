@@ -92,7 +92,8 @@ WT = ("worker", "trainer")
 SETTINGS: tuple[Setting, ...] = (
     # -- shared ------------------------------------------------------------------------
     Setting("REDIS_URL", str, "redis://127.0.0.1:6379/0",
-            "Redis, the broker and result backend.", AW),
+            "Redis, the broker and result backend; the trainer announces new current "
+            "versions on it.", ("api", "worker", "trainer")),
     Setting("RESULT_EXPIRES", int, 120,
             "Seconds Redis keeps a task result nobody fetched.", AW, minimum=1),
     Setting("LOG_LEVEL", str, "INFO", "Log level of gunicorn and the Celery workers.",
@@ -117,7 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0.05),
     Setting("COALESCE", bool, True,
             "Concurrent requests in one API process travel as one task.", A),
-    Setting("COALESCE_MAX", int, 64, "Most requests in one coalesced task.", A, minimum=1),
+    Setting("COALESCE_MAX", int, 64,
+            "Most images in one task (requests coalesced, or one request cut in parts).", A,
+            minimum=1),
     Setting("COALESCE_WAIT_MS", float, 2.0,
             "Milliseconds a task waits for requests its process is still preprocessing.", A,
             minimum=0),
@@ -128,8 +131,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body in bytes (413 above it).", A, minimum=1024),
     Setting("MAX_IMAGE_PIXELS", int, 4_000_000,
             "Largest decoded image, width x height (413 above it).", A, minimum=784),
+    Setting("NOT_A_DIGIT_THRESHOLD", float, 0.4,
+            "`/predict` answers `is_digit: false` when the model's `not_a_digit` score is "
+            "at or over this (over 1: never). The default refuses under 1% of real digits "
+            "(docs/model.md).", A, minimum=0.0),
+    Setting("MAX_DIGITS", int, 12,
+            "Most digits `POST /predict/number` reads in one drawing (422 `too_many_digits` "
+            "above it).", A, minimum=1),
+    Setting("BATCH_MAX_IMAGES", int, 64,
+            "Most images in one `POST /predict/batch` (413 above it); the body must also "
+            "fit MAX_CONTENT_LENGTH.", A, minimum=1),
     Setting("RATE_LIMIT", str, "",
-            "Rate limit of `/predict` per client address in flask-limiter syntax, e.g. "
+            "Rate limit of `/predict` and `/predict/batch` (a batch is one request) per client "
+            "address in flask-limiter syntax, e.g. "
             "`50/second;1000/minute`. Empty: off.", A),
     Setting("CORS_ORIGINS", str, "",
             "Comma-separated origins allowed to call the API from other sites. Empty: none.",
@@ -163,16 +177,56 @@ SETTINGS: tuple[Setting, ...] = (
             "Folder of the alive files that `python -m worker.probe` checks.", W,
             shown="the system temporary folder"),
     # -- model store -------------------------------------------------------------------
-    Setting("MODEL_DIR", str, str(ROOT / "var" / "models"), "Root of the model store.", WT,
+    Setting("MODEL_DIR", str, str(ROOT / "var" / "models"),
+            "Root of the folder model store (when MODEL_STORE is empty).", WT,
             shown="`var/models` of the checkout"),
     Setting("MODEL_NAME", str, "digits",
-            "Versions live in `$MODEL_DIR/$MODEL_NAME/<n>/`.", WT),
+            "Versions live in `<store>/$MODEL_NAME/<n>/`.", WT),
+    Setting("MODEL_STORE", str, "",
+            "Where versions live: a folder (`file://` optional) or `s3://bucket/prefix` "
+            "on any S3-compatible server (docs/registry.md). Wins over MODEL_DIR. "
+            "Empty: MODEL_DIR.", WT + U),
+    Setting("MODEL_CACHE", str, str(ROOT / "var" / "model-cache"),
+            "Folder where versions fetched from an S3 store are kept and verified.", WT,
+            shown="`var/model-cache` of the checkout"),
+    Setting("AWS_ENDPOINT_URL", str, "",
+            "S3 endpoint of an S3-compatible server, e.g. `http://minio:9000`. Empty: AWS.",
+            WT),
+    Setting("AWS_ACCESS_KEY_ID", str, "",
+            "Access key of the S3 store. Empty: boto3's own chain (instance role, ~/.aws).",
+            WT),
+    Setting("AWS_SECRET_ACCESS_KEY", str, "", "Secret key of the S3 store.", WT),
+    Setting("AWS_REGION", str, "us-east-1", "Region of the S3 store.", WT),
     # -- trainer -----------------------------------------------------------------------
     Setting("TRAINER_THREADS", int, 0,
             "TensorFlow intra-op threads of the trainer (0: one per core).", T, minimum=0),
     Setting("MNIST_DIR", str, str(ROOT.parent / "shared" / "data" / "mnist"),
             "Folder of the MNIST IDX files (compose mounts it into the trainer).",
             ("trainer", "make up"), shown="`../shared/data/mnist` beside the checkout"),
+    # -- feedback and fine-tuning (docs/feedback.md) -----------------------------------
+    Setting("DATABASE_URL", str, "sqlite:///" + str(ROOT / "var" / "feedback.db"),
+            "Feedback database: `sqlite:///path` (WAL) or "
+            "`postgresql://user:password@host:5432/db` (psycopg 3).", ("api", "trainer"),
+            shown="SQLite in `var/feedback.db` of the checkout"),
+    Setting("FEEDBACK_RATE_LIMIT", str, "3/second;600/hour",
+            "Rate limit of `POST /feedback` per client address (flask-limiter syntax). "
+            "Empty: off.", A),
+    Setting("FEEDBACK_MAX_IMAGE_BYTES", int, 256 * 1024,
+            "Largest original image `POST /feedback` keeps, in bytes (413 above it).", A,
+            minimum=1024),
+    Setting("FEEDBACK_SALT", str, "",
+            "Salt of the client-address hashes. Empty: a random salt the first migration "
+            "stores in the database.", A),
+    Setting("FEEDBACK_HOLDOUT_PERCENT", int, 20,
+            "Percent of feedback rows (chosen by a hash of the id) kept out of training "
+            "for the gate.", T, minimum=1),
+    Setting("FEEDBACK_CLIENT_SHARE", float, 0.1,
+            "Largest share of a fine-tune's feedback one client may supply (1: no cap).", T,
+            minimum=0.001),
+    Setting("FINETUNE_AFTER", int, 500,
+            "New labels that make `python -m trainer watch` fine-tune.", T, minimum=1),
+    Setting("WATCH_POLL_SECONDS", float, 60.0,
+            "How often `python -m trainer watch` counts new labels.", T, minimum=0.1),
     # -- make up -----------------------------------------------------------------------
     Setting("WORKERS", int, 2, "Worker processes `make up` starts (compose: `--scale`).", U,
             minimum=0),

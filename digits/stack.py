@@ -57,7 +57,10 @@ class Stack:
         self.external_redis = redis_url
         self.redis_port = None if redis_url else free_port()
         self.redis_url = redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
-        self.model_dir = Path(model_dir or load_or_exit().MODEL_DIR)
+        # The model store: a folder or an s3:// URL (MODEL_STORE, else MODEL_DIR).
+        settings = load_or_exit()
+        self.model_store = str(model_dir or settings.MODEL_STORE or settings.MODEL_DIR)
+        self.model_dir = self.model_store
         self.extra_env = env or {}
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="digits-logs-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -72,9 +75,10 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self, **more) -> dict:
-        return child_environment(
-            REDIS_URL=self.redis_url, MODEL_DIR=self.model_dir, PORT=self.port,
-            HOST="127.0.0.1", PYTHONPATH=ROOT, PYTHONUNBUFFERED=1, **self.extra_env, **more)
+        return child_environment(**{
+            "REDIS_URL": self.redis_url, "MODEL_STORE": self.model_store, "PORT": self.port,
+            "HOST": "127.0.0.1", "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": 1,
+            **self.extra_env, **more})
 
     def _spawn(self, name: str, cmd: list[str], **env) -> subprocess.Popen:
         if not self.quiet:
@@ -119,11 +123,13 @@ class Stack:
             return False
 
     def seed_models(self) -> None:
+        from digits.settings import load
         from models.store import open_store
 
-        store = open_store(self.model_dir)
+        # With the children's settings: an S3 store's endpoint and keys may be in env=.
+        store = open_store(self.model_store, settings=load(environ=self.env()))
         if store.current() is None:
-            raise SystemExit(f"no model in {self.model_dir} and none shipped to seed it with")
+            raise SystemExit(f"no model in {self.model_store} and none shipped to seed it with")
 
     def start_worker(self, index: int, **env) -> subprocess.Popen:
         self.started_with[f"worker{index}"] = env

@@ -20,6 +20,10 @@ from digits.stack import Stack
 from models.store import ModelStore, shipped_store
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shipped default's current version (models/digits/CURRENT), and the number the next
+# version published into a store seeded from it gets.
+SHIPPED_VERSION = shipped_store().current()
+NEXT_VERSION = max(shipped_store().versions()) + 1
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 ARTIFACTS = ROOT / "artifacts"
 
@@ -102,9 +106,12 @@ def start_stack(tmp_path: Path, workers: int = 1, **kwargs) -> Stack:
         models = tmp_path / "models"
         seeded_store(models)
     # Test stacks stop at once; the SIGTERM test turns the workers' drain back on.
-    env = {"HEDGE_AFTER": "1.0", "WORKER_DRAIN_SECONDS": "0", **kwargs.pop("env", {})}
+    # Each stack has its own feedback database, never the checkout's var/feedback.db.
+    env = {"HEDGE_AFTER": "1.0", "WORKER_DRAIN_SECONDS": "0",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.db'}", **kwargs.pop("env", {})}
+    wait = kwargs.pop("wait", 120)  # 0: return at once (a stack with no worker is never ready)
     return Stack(workers=workers, model_dir=models, log_dir=tmp_path / "logs", env=env,
-                 **kwargs).start()
+                 **kwargs).start(wait)
 
 
 def _module_stack(tmp_path_factory, workers: int):
@@ -128,3 +135,44 @@ def small_stack(tmp_path_factory):
 def copy_store(src: ModelStore, folder: Path) -> ModelStore:
     shutil.copytree(src.root, folder)
     return ModelStore(folder, src.name)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL cluster (Debian's initdb/pg_ctl) on a free port, for the session."""
+    from tools.pgcluster import PgCluster
+
+    with PgCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """A fresh, empty database in the session's cluster, for one test."""
+    yield postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (SeaweedFS, tests/s3server.py) for the session."""
+    from tests.s3server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_url(s3_server, request) -> str:
+    """An s3:// store URL with a prefix of its own in the session's bucket, for one test."""
+    import uuid
+
+    return s3_server.url(f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}")
+
+
+def open_s3_store(server, url: str, cache: Path, name: str = "digits", seed: bool = False):
+    """The S3 store at ``url`` on ``server``, with a cache of its own."""
+    from digits.settings import load
+    from models.store import open_store
+
+    settings = load({"MODEL_CACHE": str(cache), **server.env()})
+    return open_store(url, name, seed=seed, settings=settings)

@@ -1,7 +1,10 @@
-"""Command line: ``python -m trainer {train,list,promote,rollback,evaluate}``.
+"""Command line: ``python -m trainer {train,list,promote,rollback,evaluate}``, and
+``finetune``, ``feedback stats|export`` and ``watch`` (trainer/feedback_cli.py).
 
-The store is ``--model-dir`` or ``$MODEL_DIR`` (default ``var/models``, seeded
-with the shipped default model).
+The store is ``--store`` (or ``--model-dir``), else the MODEL_STORE setting, else
+MODEL_DIR (default ``var/models``): a folder or ``s3://bucket/prefix``. An empty store is
+seeded with the shipped default model. After moving the pointer the trainer tells the
+workers on Redis (trainer/notice.py).
 """
 
 from __future__ import annotations
@@ -12,29 +15,39 @@ import sys
 
 from digits.settings import load_or_exit, quiet_tensorflow
 from models.store import StoreError, open_store
+from trainer import feedback_cli
+from trainer.notice import announce
 
 quiet_tensorflow()
 
 
 def _store(args):
-    return open_store(args.model_dir)
+    settings = load_or_exit()
+    store = open_store(args.model_dir, settings=settings)
+    store.on_pointer_moved = announce(store, settings.REDIS_URL)
+    return store
 
 
 def cmd_train(args) -> int:
     from trainer.data import load
+    from trainer.mix import prepare
     from trainer.train import Hyper, configure_threads, gate, train_and_publish
 
-    configure_threads(load_or_exit().TRAINER_THREADS)
     data = load(args.data).limit(args.limit)
     hp = Hyper(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-               augment=not args.no_augment)
+               augment=not args.no_augment, render_scale=args.render_scale)
     if args.learning_rate:
         hp.learning_rate = args.learning_rate
-    print(f"training on {len(data.y_train)} images from {data.source}: {hp}", flush=True)
+    # Rendering first, in spawned processes, before TensorFlow takes the cores.
+    mix = prepare(data, hp.validation, hp.seed, hp.render_scale)
+    print(f"rendered {sum(mix.rendered['counts'].values())} drawings in "
+          f"{mix.rendered['seconds']} s; training on {len(mix.y_fit)} images "
+          f"({len(data.y_train)} from {data.source}): {hp}", flush=True)
+    configure_threads(load_or_exit().TRAINER_THREADS)
     store = _store(args)
-    version = train_and_publish(store, data, hp, verbose=0 if args.quiet else 2)
+    version = train_and_publish(store, data, hp, mix, verbose=0 if args.quiet else 2)
     m = version.manifest
-    print(f"published version {version.number} at {version.path} "
+    print(f"published version {version.number} at {version.location} "
           f"({m['model_bytes'] / 1e6:.2f} MB, {m['training_seconds']} s)")
     refusal = gate(store, version, args.min_accuracy)
     if refusal and not args.force:
@@ -104,17 +117,21 @@ def cmd_evaluate(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
-    p.add_argument("--model-dir", help="model store root (default: the MODEL_DIR setting)")
+    p.add_argument("--store", "--model-dir", dest="model_dir",
+                   help="model store: a folder or s3://bucket/prefix (default: the "
+                        "MODEL_STORE setting, else MODEL_DIR)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train, publish a version, make it current if it passes")
     t.add_argument("--data", help="MNIST folder (IDX, raw or .gz) or .npz; default: download")
-    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--limit", type=int, help="use only the first N train and test images")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--learning-rate", type=float)
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--render-scale", type=float, default=1.0,
+                   help="rendered drawings (trainer/mix.py) as a multiple of the default mix")
     t.add_argument("--min-accuracy", type=float, default=0.99, help="gate's floor (0..1)")
     t.add_argument("--force", action="store_true", help="make current even if the gate refuses")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -136,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="as for train")
     ev.add_argument("--limit", type=int)
     ev.set_defaults(func=cmd_evaluate)
+
+    feedback_cli.add_commands(sub, _store)  # finetune, feedback stats|export, watch
     return p
 
 

@@ -50,6 +50,7 @@
     confidence: $("result-confidence"),
     version: $("model-version"),
     latency: $("latency"),
+    notDigit: $("not-a-digit"),
     status: $("status"),
     bars: Array.from(document.querySelectorAll(".bar[data-digit]")),
   };
@@ -102,6 +103,9 @@
       context.stroke();
     }
   }
+
+  // The number pad (web/number.js) paints with the same brush.
+  window.digits = Object.assign(window.digits || {}, { paint });
 
   function repaint() {
     repaintQueued = false;
@@ -261,7 +265,7 @@
   function send(kind) {
     clearTimeout(retryTimer);
     retryTimer = 0;
-    const sent = { seq: ++seq, version, kind };
+    const sent = { seq: ++seq, version, kind, image: exportPng() };
     inFlight = sent;
     if (kind === "manual") setStatus(MESSAGES.working);
     const started = performance.now();
@@ -270,7 +274,7 @@
     fetch("/predict", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ image: exportPng() }),
+      body: JSON.stringify({ image: sent.image }),
       cache: "no-store",
       credentials: "same-origin",
       signal: controller.signal,
@@ -309,6 +313,9 @@
       showError(error.name === "AbortError" ? MESSAGES.timeout : MESSAGES.network);
     } else if (response.ok && body && typeof body.digit === "number") {
       showResult(body, elapsed);
+      // web/feedback.js asks "Right?" about this answer.
+      document.dispatchEvent(new CustomEvent("digits:answer", { detail: {
+        answer: body, image: sent.image, requestId: response.headers.get("X-Request-ID") } }));
     } else {
       handleError(response, body, sent.kind);
     }
@@ -406,6 +413,18 @@
       const p = Math.min(Math.max(Number(probabilities[String(d)]) || 0, 0), 1);
       setBar(bar, p, d === digit, true);
     }
+    // is_digit false: the model scores the drawing as not a digit (NOT_A_DIGIT_THRESHOLD);
+    // the bars still show which digit it would be.
+    if (body.is_digit === false) {
+      const text = `That doesn't look like a digit (not-a-digit score ${percent(Number(body.not_a_digit) || 0)}).`;
+      ui.digit.textContent = "?";
+      ui.notDigit.textContent = text;
+      ui.notDigit.hidden = false;
+      setStatus(`${text} Closest digit: ${digit}.`, "ok");
+      return;
+    }
+    ui.notDigit.hidden = true;
+    ui.notDigit.textContent = "";
     setStatus(`Recognised ${digit} with ${percent(Number(body.confidence) || 0)} confidence.`, "ok");
   }
 
@@ -426,10 +445,13 @@
   }
 
   function resetResult() {
+    document.dispatchEvent(new CustomEvent("digits:reset"));
     ui.digit.textContent = "";
     ui.confidence.textContent = "";
     ui.latency.textContent = "";
     ui.latency.title = "";
+    ui.notDigit.hidden = true;
+    ui.notDigit.textContent = "";
     for (const bar of ui.bars) setBar(bar, 0, false, false);
   }
 
@@ -461,6 +483,7 @@
 
   document.addEventListener("keydown", (event) => {
     if (event.defaultPrevented || event.isComposing || event.altKey) return;
+    if (document.body.classList.contains("number-mode")) return; // web/number.js has the keys
     const target = event.target;
     const inControl =
       target instanceof Element && target.closest("button, a, input, select, textarea");

@@ -6,6 +6,7 @@ pool never forks, so TensorFlow is never loaded in a parent that forks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -16,7 +17,7 @@ import time
 from celery import Celery, signals
 from celery.worker import consumer as celery_consumer
 
-from digits import protocol
+from digits import protocol, request_ids
 from digits.settings import load_or_exit
 
 log = logging.getLogger("worker")
@@ -30,23 +31,50 @@ app = Celery("digits")
 app.conf.update(protocol.celery_config(SETTINGS.REDIS_URL, SETTINGS.RESULT_EXPIRES))
 app.conf.worker_consumer = "worker.app:Consumer"
 app.conf.broker_transport = "worker.transport:Transport"  # survives junk in the queue
+# Each line names the requests of the task it is about (digits/request_ids.py).
+app.conf.worker_log_format = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] [%(request_id)s] %(message)s")
+
+
+@signals.after_setup_logger.connect
+def _name_requests(logger=None, **_):
+    request_ids.add_to_handlers(logger)
+
+
+@signals.task_prerun.connect
+def _bind_request_ids(task=None, **_):
+    """The task's request IDs for its log lines, Celery's failure line included (it is
+    written before task_postrun)."""
+    ids = getattr(task.request, protocol.REQUEST_IDS_HEADER, None) if task else None
+    request_ids.CURRENT.set(request_ids.joined(ids) if isinstance(ids, list) else request_ids.NONE)
+
+
+@signals.task_postrun.connect
+def _unbind_request_ids(**_):
+    request_ids.CURRENT.set(request_ids.NONE)
 
 
 class Consumer(celery_consumer.Consumer):
     """Celery's consumer, surviving its own cleanup after the broker connection is lost.
 
-    Celery 5.7 closes the broken connection after ``collect()`` has already dropped
-    its transport. With messages still unacked (Redis restarted under load), restoring
-    them raises AttributeError, which Celery treats as unrecoverable: the worker exited
-    (code 0) instead of reconnecting. Those messages went with Redis anyway, and the
-    API's hedged resend covers their requests.
+    Workaround for celery 5.7.0 (no upstream issue found): its
+    ``Consumer.on_connection_error_after_connected`` closes the broken connection
+    after ``collect()`` has already dropped its transport. With messages still
+    unacked (Redis restarted under load), restoring them raises AttributeError, which
+    kombu's ``ignore_errors`` lets through and Celery treats as unrecoverable: the
+    worker exits (code 0) instead of reconnecting. Those messages went with Redis
+    anyway, and the API's hedged resend covers their requests.
+    tests/unit/test_workarounds.py fails when celery moves on from 5.7 or that code
+    path changes.
     """
 
     def ensure_connected(self, conn):
         """Reconnect to a restarted Redis within about a second.
 
-        kombu's defaults back off 2, 4, 6... up to 30 s between attempts, while the
-        heartbeat (and so /ready) is back at once: tasks would queue unserved.
+        celery 5.7.0 calls ``conn.ensure_connection`` with kombu 5.7.0's default
+        back-off (2, 4, 6... up to 30 s between attempts) and has no setting for it,
+        while the heartbeat (and so /ready) is back at once: tasks would queue
+        unserved. tests/unit/test_workarounds.py fails when either default changes.
         """
         conn.ensure_connection = functools.partial(
             conn.ensure_connection, interval_start=0.25, interval_step=0.25, interval_max=1.0)
@@ -67,26 +95,42 @@ class Runtime:
     predictor = None
     batcher = None
     heartbeat = None
+    notices = None
     stats = None
 
     @classmethod
     def start(cls, hostname: str) -> None:
-        from models.store import open_store
+        from models.store import StoreUnavailable, open_store
         from worker.batcher import Batcher
         from worker.heartbeat import Heartbeat, Stats
+        from worker.notices import NoticeListener
         from worker.predictor import Predictor
 
         cls.stats = Stats()
         s = SETTINGS
+        try:
+            store = open_store(name=s.MODEL_NAME, settings=s)
+        except StoreUnavailable:  # the predictor starts from this host's cache, if it can
+            store = open_store(name=s.MODEL_NAME, settings=s, seed=False)
         cls.predictor = Predictor(
-            open_store(s.MODEL_DIR, s.MODEL_NAME), poll_seconds=s.MODEL_POLL_SECONDS,
+            store, poll_seconds=s.MODEL_POLL_SECONDS,
             threads=(s.TF_NUM_INTRAOP_THREADS, s.TF_NUM_INTEROP_THREADS))
         cls.predictor.setup()
         cls.batcher = Batcher(cls.predictor.predict, max_batch=s.BATCH_MAX,
                               max_wait=s.BATCH_WAIT_MS / 1000, stats=cls.stats)
         cls.predictor.start_watching()
+        cls.notices = NoticeListener(s.REDIS_URL, cls.predictor.wake)
+        cls.notices.start()
         cls.heartbeat = Heartbeat(hostname, cls.describe, s.REDIS_URL, s.WORKER_ALIVE_DIR)
         cls.heartbeat.start()
+        cls.predictor.on_swap = cls.beat_now  # /ready and the API see a new version at once
+
+    @classmethod
+    def beat_now(cls) -> None:
+        import redis
+
+        with contextlib.suppress(redis.RedisError, OSError):
+            cls.heartbeat.beat()
 
     @classmethod
     def describe(cls) -> dict:
@@ -96,6 +140,7 @@ class Runtime:
             "model_version": p.version if p else None,
             "reloads": p.reloads if p else 0,
             "rejections": p.rejections if p else 0,
+            "store": p.store_report() if p else {},
             "stats": cls.stats.snapshot() if cls.stats else {},
         }
 
@@ -103,6 +148,8 @@ class Runtime:
     def stop(cls) -> None:
         if cls.heartbeat:
             cls.heartbeat.stop()
+        if cls.notices:
+            cls.notices.stop()
         if cls.predictor:
             cls.predictor.stop()
 
@@ -130,8 +177,10 @@ def _drain_on_sigterm(**_):
 
     When the API and the workers are stopped together (compose down, a deploy),
     requests the API already holds still publish their tasks for a moment: with
-    the consumer stopped at once they found no worker (503). The API stops taking
-    requests at once and lingers at most 2 s on kept-alive connections.
+    the consumer stopped at once they would find no worker (503). The API stops
+    taking requests at once and lingers at most 2 s on kept-alive connections.
+    celery 5.7.0 has no drain setting, so this wraps the SIGTERM handler Celery
+    installs in ``celery.platforms.signals`` (tests/unit/test_workarounds.py).
     """
     from celery import platforms
 
@@ -158,8 +207,16 @@ def _drain_on_sigterm(**_):
 
 @app.task(name=protocol.TASK_PREDICT, ignore_result=False)
 def predict(payload: str) -> dict:
-    """Base64 uint8 (n, 28, 28) images -> probabilities (n x 10) and the model version."""
-    Runtime.batcher.arriving()
-    images = protocol.decode_batch(payload)
-    probs, version = Runtime.batcher.run(images)
+    """Base64 uint8 (n, 28, 28) images -> probability rows and the model version: n rows
+    of 10 digit probabilities, plus not_a_digit as an 11th value when the version has
+    it (digits/protocol.py)."""
+    started = time.perf_counter()
+    # Counted as arriving until the images are handed over, however the task ends.
+    with Runtime.batcher.arriving() as arrival:
+        images = protocol.decode_batch(payload)
+        probs, version = arrival.run(images)
+    # One line a task (not a request: coalesced requests share it), so the log can
+    # follow a request ID from the API to the worker that answered it.
+    log.info("predicted %d image(s) with model %s in %.1f ms", len(images), version,
+             (time.perf_counter() - started) * 1000)
     return {"probabilities": probs.round(6).tolist(), "model_version": version}

@@ -8,7 +8,16 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ONE, SEVEN, data_url, draw_png, get, post, start_stack
+from tests.conftest import (
+    ONE,
+    SEVEN,
+    SHIPPED_VERSION,
+    data_url,
+    draw_png,
+    get,
+    post,
+    start_stack,
+)
 
 
 def test_a_drawn_seven_is_a_seven(stack):
@@ -18,7 +27,7 @@ def test_a_drawn_seven_is_a_seven(stack):
     assert set(body["probabilities"]) == {str(d) for d in range(10)}
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-3
     assert body["confidence"] == body["probabilities"]["7"] > 0.5
-    assert body["model_version"] == 1
+    assert body["model_version"] == SHIPPED_VERSION
     assert headers["Content-Type"] == "application/json"
 
 
@@ -177,8 +186,8 @@ def test_batched_answers_equal_single_answers(n, mnist_dir):
     from concurrent.futures import ThreadPoolExecutor
 
     def task(i):
-        batcher.arriving()
-        return batcher.run(images[i : i + 1])[0]
+        with batcher.arriving() as arrival:
+            return arrival.run(images[i : i + 1])[0]
 
     with ThreadPoolExecutor(8) as pool:
         via_tasks = np.concatenate(list(pool.map(task, range(n))))

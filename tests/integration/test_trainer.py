@@ -11,10 +11,12 @@ import zipfile
 
 import pytest
 
-from models.store import MODEL_FILE, ModelStore
+from models.store import MODEL_FILE, ModelStore, shipped_store
 from tests.conftest import (
+    NEXT_VERSION,
     ROOT,
     SEVEN,
+    SHIPPED_VERSION,
     copy_store,
     data_url,
     draw_png,
@@ -35,7 +37,7 @@ def trainer(*args, model_dir, timeout=300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory, mnist_dir):
-    """The shipped default (version 1, current) plus a tiny trained version 2."""
+    """The shipped default (current) plus a tiny trained version, NEXT_VERSION."""
     folder = tmp_path_factory.mktemp("tiny") / "models"
     seeded_store(folder)
     run = trainer("train", "--data", mnist_dir, "--limit", 600, "--epochs", 1, "--force",
@@ -47,7 +49,7 @@ def tiny_store(tmp_path_factory, mnist_dir):
 
 
 def test_tiny_training_run_through_the_cli(tiny_store):
-    v2 = tiny_store.verify(2)
+    v2 = tiny_store.verify(NEXT_VERSION)
     m = v2.manifest
     assert m["train_samples"] == 600 and m["hyperparameters"]["epochs"] == 1
     assert m["data_fingerprint"].startswith("sha256:")
@@ -65,7 +67,8 @@ def test_the_gate_keeps_a_weak_model_but_does_not_serve_it(tmp_path, mnist_dir):
     assert run.returncode == 3, run.stdout + run.stderr
     assert "not made current" in run.stdout
     store = ModelStore(folder)
-    assert store.versions() == [1, 2] and store.current() == 1
+    assert store.versions() == [*shipped_store().versions(), NEXT_VERSION]
+    assert store.current() == SHIPPED_VERSION
 
 
 def test_list_promote_rollback_evaluate(tiny_store, tmp_path, mnist_dir):
@@ -73,11 +76,11 @@ def test_list_promote_rollback_evaluate(tiny_store, tmp_path, mnist_dir):
     listing = trainer("list", model_dir=folder)
     assert listing.returncode == 0
     current_line = next(line for line in listing.stdout.splitlines() if line.startswith("*"))
-    assert current_line.split()[1] == "1"
-    assert trainer("promote", 2, model_dir=folder).returncode == 0
-    assert ModelStore(folder).current() == 2
+    assert current_line.split()[1] == str(SHIPPED_VERSION)
+    assert trainer("promote", NEXT_VERSION, model_dir=folder).returncode == 0
+    assert ModelStore(folder).current() == NEXT_VERSION
     assert trainer("rollback", model_dir=folder).returncode == 0
-    assert ModelStore(folder).current() == 1
+    assert ModelStore(folder).current() == SHIPPED_VERSION
     bad = trainer("promote", 9, model_dir=folder)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
@@ -129,11 +132,11 @@ def test_promote_and_rollback_reach_every_worker_within_5s_with_no_failed_reques
             c.start()
         time.sleep(1)
         for _ in range(2):
-            store.set_current(2)
-            _wait_for_versions(stack, [2])
+            store.set_current(NEXT_VERSION)
+            _wait_for_versions(stack, [NEXT_VERSION])
             time.sleep(0.5)
             store.rollback()
-            _wait_for_versions(stack, [1])
+            _wait_for_versions(stack, [SHIPPED_VERSION])
             time.sleep(0.5)
         stop.set()
         for c in clients:
@@ -142,13 +145,13 @@ def test_promote_and_rollback_reach_every_worker_within_5s_with_no_failed_reques
         stop.set()
         stack.stop()
     assert failures == []
-    assert versions == {1, 2}
+    assert versions == {SHIPPED_VERSION, NEXT_VERSION}
 
 
 def test_a_corrupt_or_truncated_model_is_rejected_and_the_old_one_keeps_serving(
         tiny_store, tmp_path):
     store = copy_store(tiny_store, tmp_path / "models")
-    good = store.verify(2).model_path.read_bytes()
+    good = store.verify(NEXT_VERSION).model_path.read_bytes()
 
     def publish(content: bytes) -> int:
         def write(folder):
@@ -166,14 +169,14 @@ def test_a_corrupt_or_truncated_model_is_rejected_and_the_old_one_keeps_serving(
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
                 status, answer, _ = post(stack.url + "/predict", body)
-                assert status == 200 and answer["model_version"] == 1
+                assert status == 200 and answer["model_version"] == SHIPPED_VERSION
                 time.sleep(0.1)
         # A file swapped after publishing fails the sha256 check instead.
-        (store.base / "2" / MODEL_FILE).write_bytes(good[:-10] + b"0123456789")
-        store._write_pointer(2, [1])
+        (store.base / str(NEXT_VERSION) / MODEL_FILE).write_bytes(good[:-10] + b"0123456789")
+        store._write_pointer(NEXT_VERSION, [SHIPPED_VERSION])
         time.sleep(1.5)
         status, answer, _ = post(stack.url + "/predict", body)
-        assert status == 200 and answer["model_version"] == 1
+        assert status == 200 and answer["model_version"] == SHIPPED_VERSION
         log = (stack.log_dir / "worker1.log").read_text()
         assert log.count("rejected model version") >= 3
         assert "sha256 mismatch" in log

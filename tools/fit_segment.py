@@ -1,0 +1,266 @@
+"""Fit the digit score of api/segment.py (``WEIGHTS``) on a drawn set of numbers.
+
+    python -m tools.fit_segment --data ../shared/data/mnist [--n 2400] [--seed 3]
+
+Numbers come from tools/numbers_set.py (a seed apart from the evaluation's), are
+planned by api.segment and read by the shipped model in this process. Every
+candidate is labelled from the drawing's own layers: it is one whole digit when
+at least PURITY of its ink belongs to one digit and it holds at least COVERAGE of
+that digit's ink. A logistic regression over api.segment.FEATURES (Newton's method,
+a small L2 penalty) then gives the weights, printed as Python to paste into
+api/segment.py, with the fit's log loss and accuracy on a held-out fifth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PURITY = 0.9
+COVERAGE = 0.85
+OWNER_LEVEL = 64  # alpha from which a canvas pixel belongs to a digit
+
+
+def owners(number) -> np.ndarray:
+    """(height, width) int: which digit's ink each canvas pixel is (-1: none)."""
+    width, height = _canvas_size(number)
+    best = np.zeros((height, width), np.uint8)
+    owner = np.full((height, width), -1, np.int16)
+    for i, (alpha, (x0, y0)) in enumerate(zip(number.alphas, number.meta["origins"],
+                                              strict=True)):
+        ys, xs = slice(max(y0, 0), min(y0 + alpha.shape[0], height)), slice(
+            max(x0, 0), min(x0 + alpha.shape[1], width))
+        patch = alpha[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        stronger = (patch >= OWNER_LEVEL) & (patch > best[ys, xs])
+        best[ys, xs] = np.where(stronger, patch, best[ys, xs])
+        owner[ys, xs] = np.where(stronger, i, owner[ys, xs])
+    return owner
+
+
+def _canvas_size(number) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(number.png)).size
+
+
+def labels_of(plan, number) -> np.ndarray:
+    """Per candidate, 1.0 if it is exactly one whole digit, else 0.0."""
+    owner = owners(number)
+    n = len(number.label)
+    (sx, sy), (ox, oy) = plan.scale, plan.origin
+    counts = np.zeros((len(plan.atoms), n + 1))
+    for k, atom in enumerate(plan.atoms):
+        x0, y0 = plan.pieces[atom.piece].box[:2]
+        ys, xs = np.nonzero(atom.own)
+        cx = np.clip((ox + (xs + x0 + 0.5) / sx).astype(int), 0, owner.shape[1] - 1)
+        cy = np.clip((oy + (ys + y0 + 0.5) / sy).astype(int), 0, owner.shape[0] - 1)
+        counts[k] = np.bincount(owner[cy, cx] + 1, minlength=n + 1)[: n + 1]
+    per_digit = counts[:, 1:].sum(axis=0)
+    out = np.zeros(len(plan.candidates))
+    for k, c in enumerate(plan.candidates):
+        mine = counts[c.first : c.last].sum(axis=0)
+        if mine.sum() == 0 or mine[1:].sum() == 0:
+            continue
+        d = int(np.argmax(mine[1:]))
+        purity = mine[1 + d] / mine.sum()
+        coverage = mine[1 + d] / max(per_digit[d], 1)
+        out[k] = float(purity >= PURITY and coverage >= COVERAGE)
+    return out
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
+    """Logistic regression by Newton's method."""
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + l2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def log_loss(x, y, w) -> float:
+    z = x @ w
+    return float(np.mean(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (1 - y)))
+
+
+def collect(numbers, max_digits: int = 12) -> list[dict]:
+    """Per number: every candidate's features, span, reading and whole-digit label."""
+    from api.errors import ApiError
+    from api.preprocess import load_image
+    from api.segment import features, plan_number
+    from tools.local_model import load_forward
+
+    forward = load_forward()
+    out = []
+    for number in numbers:
+        try:
+            plan = plan_number(load_image(number.png), max_digits)
+        except ApiError:
+            continue
+        probs = forward(plan.crops)
+        out.append({
+            "x": features(plan, probs),
+            "spans": [(c.first, c.last) for c in plan.candidates],
+            "blank": np.array([c.blank for c in plan.candidates]),
+            "reads": probs[:, :10].argmax(axis=1),
+            "top": probs[:, :10].max(axis=1),
+            "atoms": len(plan.atoms),
+            "label": number.label,
+            "whole": labels_of(plan, number),
+        })
+    return out
+
+
+def scores(item, w) -> np.ndarray:
+    s = item["x"] @ w
+    s[item["blank"]] = -np.inf
+    return s
+
+
+def reading(item, w) -> list[int]:
+    from api.segment import best_path
+
+    return best_path(item["spans"], scores(item, w), item["atoms"])
+
+
+def right_path(item, w) -> list[int] | None:
+    """The best-scoring path that reads the label, if the candidates allow one."""
+    label = [int(ch) for ch in item["label"]]
+    s = scores(item, w)
+    n, length = item["atoms"], len(label)
+    best = {(0, 0): (0.0, None)}
+    order = sorted(range(len(s)), key=lambda k: item["spans"][k][0])
+    for k in order:
+        first, last = item["spans"][k]
+        if not np.isfinite(s[k]):
+            continue
+        for t in range(length):
+            prev = best.get((first, t))
+            if prev is None or item["reads"][k] != label[t]:
+                continue
+            value = prev[0] + s[k]
+            if (last, t + 1) not in best or value > best[(last, t + 1)][0]:
+                best[(last, t + 1)] = (value, (k, first, t))
+    if (n, length) not in best:
+        return None
+    path, state = [], best[(n, length)][1]
+    while state is not None:
+        k, first, t = state
+        path.append(k)
+        state = best[(first, t)][1]
+    return path[::-1]
+
+
+def exact(items, w) -> float:
+    right = 0
+    for item in items:
+        path = reading(item, w)
+        right += "".join(str(item["reads"][k]) for k in path) == item["label"]
+    return right / max(len(items), 1)
+
+
+def perceptron(items, w0: np.ndarray, epochs: int = 30, rate: float = 0.05,
+               seed: int = 0) -> np.ndarray:
+    """Averaged structured perceptron on whole readings, from w0: when the best path
+    misreads a number that some path reads right, move the weights from the
+    features of the wrong path towards those of the right one."""
+    rng = np.random.default_rng(seed)
+    w, total, count = w0.copy(), np.zeros_like(w0), 0
+    for _ in range(epochs):
+        for i in rng.permutation(len(items)):
+            item = items[i]
+            got = reading(item, w)
+            if "".join(str(item["reads"][k]) for k in got) != item["label"]:
+                want = right_path(item, w)
+                if want is not None:
+                    w += rate * (item["x"][want].sum(axis=0) - item["x"][got].sum(axis=0))
+            total += w
+            count += 1
+    return total / count
+
+
+def best_temperature(items, w, grid=(0.25, 0.5, 1, 2, 3, 4, 6, 8, 12, 16)):
+    """The temperature whose whole-string confidence (api.segment.decode) has the
+    lowest log loss against whether the reading is right."""
+    from api.segment import segmentation_probability
+
+    rows = []
+    for item in items:
+        s = scores(item, w)
+        path = reading(item, w)
+        right = "".join(str(item["reads"][k]) for k in path) == item["label"]
+        rows.append((item, s, path, float(np.prod(item["top"][path])), right))
+    best = None
+    for t in grid:
+        loss = 0.0
+        for item, s, path, digits, right in rows:
+            p = segmentation_probability(item["spans"], s, item["atoms"], path, t) * digits
+            p = min(max(p, 1e-6), 1 - 1e-6)
+            loss -= np.log(p if right else 1 - p)
+        loss /= len(rows)
+        if best is None or loss < best[1]:
+            best = (t, loss)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.fit_segment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="MNIST folder (IDX .gz files)")
+    p.add_argument("--n", type=int, default=2400)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=30)
+    args = p.parse_args(argv)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from api.segment import FEATURES, WEIGHTS
+    from tools.numbers_set import make_numbers, mnist_by_digit
+
+    began = time.perf_counter()
+    by_digit = mnist_by_digit(args.data) if args.data else None
+    items = collect(make_numbers(args.n, args.seed, by_digit=by_digit))
+    print(f"{sum(len(i['spans']) for i in items)} candidates of {len(items)} numbers "
+          f"in {time.perf_counter() - began:.0f} s")
+    held = [i for k, i in enumerate(items) if k % 5 == 4]  # a fifth, for honest figures
+    train = [i for k, i in enumerate(items) if k % 5 != 4]
+
+    def stack(part):
+        keep = [~i["blank"] for i in part]
+        return (np.concatenate([i["x"][m] for i, m in zip(part, keep, strict=True)]),
+                np.concatenate([i["whole"][m] for i, m in zip(part, keep, strict=True)]))
+
+    x, y = stack(train)
+    hx, hy = stack(held)
+    w0 = fit(x, y)
+    print(f"logistic: held-out log loss {log_loss(hx, hy, w0):.4f}, "
+          f"candidate accuracy {np.mean((hx @ w0 > 0) == (hy > 0.5)):.2%}")
+    current = np.array([WEIGHTS[name] for name in FEATURES])
+    w = perceptron(train, w0, args.epochs)
+    for name, weights in (("current", current), ("logistic", w0), ("perceptron", w)):
+        print(f"{name:>10}: exact match {exact(train, weights):.2%} (fit), "
+              f"{exact(held, weights):.2%} (held out)")
+    w = perceptron(items, fit(*stack(items)), args.epochs)
+    temperature, loss = best_temperature(items, w)
+    print(f"whole-string confidence: log loss {loss:.4f} at SEGMENT_TEMPERATURE "
+          f"{temperature} (fit)")
+    print(f"SEGMENT_TEMPERATURE = {temperature}")
+    print("WEIGHTS = {")
+    for name, value in zip(FEATURES, w, strict=True):
+        print(f'    "{name}": {value:.4f},')
+    print("}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
