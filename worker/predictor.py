@@ -27,8 +27,13 @@ def configure_tensorflow(intra: int = 1, inter: int = 1) -> None:
     """Small thread pools: several workers share two cores with the API and Redis."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        # TensorFlow already runs in this process (a test or tool loading a second
+        # model): its pools are fixed once started, and the first call set them.
+        log.debug("TensorFlow's thread pools are already fixed in this process")
 
 
 @dataclass(frozen=True)
