@@ -18,13 +18,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from digits.stack import Stack
 
 ACCESS_KEY = "digits-test"
 SECRET_KEY = "digits-test-secret"
@@ -142,14 +143,7 @@ class S3Server:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        Stack._end(proc, timeout, kill)
         # SeaweedFS puts its gRPC unix sockets in /tmp, named by port.
         for name, port in self.ports.items():
             if name.endswith(".grpc"):
