@@ -1,10 +1,11 @@
 """The OpenAPI entries of ``POST /feedback`` and ``GET /feedback/{id}`` (api/feedback.py);
 api/openapi.py adds them to the document."""
 
+from api.spec_parts import answer, error
+
 MAX_PREDICTED = 10  # 0..9, or 10: the not-a-digit class of an 11-output model
 MAX_ID = 2**31 - 1  # the id column is a 32-bit integer in both databases
 
-_ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 OPENAPI_PATHS = {
     "/feedback": {"post": {
         "summary": "Keep a drawing with its right digit, for fine-tuning",
@@ -26,18 +27,15 @@ OPENAPI_PATHS = {
             },
         }}}},
         "responses": {
-            "201": {"description": "Committed", "content": {"application/json": {"schema": {
-                "$ref": "#/components/schemas/FeedbackCreated"}}}},
-            "200": {"description": "Already committed under this request_id",
-                    "content": {"application/json": {"schema": {
-                        "$ref": "#/components/schemas/FeedbackCreated"}}}},
-            "400": {"description": "Malformed body, image or field (invalid_label...)", **_ERR},
-            "409": {"description": "request_id already holds another label", **_ERR},
-            "413": {"description": "Body or image too large", **_ERR},
-            "415": {"description": "Not JSON, or a data: URL that is not an image", **_ERR},
-            "422": {"description": "Blank canvas", **_ERR},
-            "429": {"description": "Rate limited (FEEDBACK_RATE_LIMIT)", **_ERR},
-            "503": {"description": "Database unreachable; see Retry-After", **_ERR},
+            "201": answer("Committed", "FeedbackCreated"),
+            "200": answer("Already committed under this request_id", "FeedbackCreated"),
+            "400": error("Malformed body, image or field (invalid_label...)"),
+            "409": error("request_id already holds another label"),
+            "413": error("Body or image too large"),
+            "415": error("Not JSON, or a data: URL that is not an image"),
+            "422": error("Blank canvas"),
+            "429": error("Rate limited (FEEDBACK_RATE_LIMIT)"),
+            "503": error("Database unreachable; see Retry-After"),
         },
     }},
     "/feedback/{id}": {"get": {
@@ -55,8 +53,8 @@ OPENAPI_PATHS = {
                         "learned_in": {"type": ["integer", "null"],
                                        "description": "the oldest of those a worker serves"},
                     }}}}},
-            "404": {"description": "No such id", **_ERR},
-            "503": {"description": "Database unreachable; see Retry-After", **_ERR},
+            "404": error("No such id"),
+            "503": error("Database unreachable; see Retry-After"),
         },
     }},
 }

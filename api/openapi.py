@@ -1,11 +1,16 @@
 """The OpenAPI 3.1 document served at /openapi.json (schemathesis tests against it)."""
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-
-
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
+from api.spec_parts import (
+    DIGIT,
+    IMAGE_ERRORS,
+    PROBABILITIES,
+    SERVING_ERRORS,
+    UNIT,
+    answer,
+    error,
+    image_body,
+    json_content,
+)
 
 SPEC = {
     "openapi": "3.1.0",
@@ -21,29 +26,12 @@ SPEC = {
         "/predict": {
             "post": {
                 "summary": "Recognise one drawn digit",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "required": ["image"],
-                        "properties": {"image": {
-                            "type": "string",
-                            "description": "base64 PNG or JPEG, with or without a "
-                                           "data:image/...;base64, prefix",
-                        }},
-                    }}},
-                },
+                "requestBody": image_body(),
                 "responses": {
-                    "200": {"description": "The recognised digit", "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}
-                    }},
-                    "400": _error("Malformed body or image"),
-                    "413": _error("Body or image too large"),
-                    "415": _error("Not JSON, or a data: URL that is not an image"),
-                    "422": _error("Blank canvas"),
-                    "429": _error("Rate limited"),
-                    "503": _error("No worker, or Redis unreachable"),
-                    "504": _error("No answer within the timeout"),
+                    "200": answer("The recognised digit", "Prediction"),
+                    **IMAGE_ERRORS,
+                    "422": error("Blank canvas"),
+                    **SERVING_ERRORS,
                 },
             }
         },
@@ -54,30 +42,23 @@ SPEC = {
                                "error for that image alone. The whole request is refused "
                                "only when its body is (too large, too many images, no "
                                "array) or when nothing could answer (503, 504).",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {"images": {
-                            "type": "array",
-                            "description": "base64 PNG or JPEG images, with or without a "
-                                           "data:image/...;base64, prefix; at most "
-                                           "BATCH_MAX_IMAGES",
-                            "items": {"type": "string"},
-                        }},
-                    }}},
-                },
-                "responses": {
-                    "200": {"description": "One result per image, in order", "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
+                "requestBody": {"required": True, "content": json_content({
+                    "type": "object",
+                    "required": ["images"],
+                    "properties": {"images": {
+                        "type": "array",
+                        "description": "base64 PNG or JPEG images, with or without a "
+                                       "data:image/...;base64, prefix; at most "
+                                       "BATCH_MAX_IMAGES",
+                        "items": {"type": "string"},
                     }},
-                    "400": _error("Malformed body, or no images array"),
-                    "413": _error("Body too large, or more than BATCH_MAX_IMAGES images"),
-                    "415": _error("Not JSON"),
-                    "429": _error("Rate limited"),
-                    "503": _error("No worker, or Redis unreachable"),
-                    "504": _error("No answer within the timeout"),
+                })},
+                "responses": {
+                    "200": answer("One result per image, in order", "Batch"),
+                    "400": error("Malformed body, or no images array"),
+                    "413": error("Body too large, or more than BATCH_MAX_IMAGES images"),
+                    "415": error("Not JSON"),
+                    **SERVING_ERRORS,
                 },
             }
         },
@@ -106,14 +87,9 @@ SPEC = {
             "required": ["digit", "confidence", "probabilities", "not_a_digit", "is_digit",
                          "model_version"],
             "properties": {
-                "digit": {"type": "integer", "minimum": 0, "maximum": 9},
-                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                "probabilities": {
-                    "type": "object",
-                    "required": [str(d) for d in range(10)],
-                    "additionalProperties": False,
-                    "properties": {str(d): {"type": "number"} for d in range(10)},
-                },
+                "digit": DIGIT,
+                "confidence": UNIT,
+                "probabilities": PROBABILITIES,
                 "not_a_digit": {
                     "type": ["number", "null"], "minimum": 0, "maximum": 1,
                     "description": "the model's score that the drawing is not a digit; null "
