@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from digits.settings import ROOT, child_environment
 from digits.stack import Stack
 from models.store import ModelStore, shipped_store
 from tools.eval_canvas import post as predict_png
+from tools.load import predict_clients
 
 TARGETS = {"error_cut": 0.5, "mnist_floor": 0.994, "canvas_drop": 0.003, "finetune_s": 300,
            "reload_s": 2.0}
@@ -83,43 +83,21 @@ def send_corrections(url: str, drawings, clients: int) -> dict:
     return {"sent": len(drawings), "misread_when_sent": corrected}
 
 
-class Prober:
-    """Threads POSTing /predict, logging (time, status, model version) of each answer."""
-
-    def __init__(self, url: str, png: bytes, threads: int = 2, pause: float = 0.1):
-        self.url, self.png, self.pause = url, png, pause
-        self.log: list[tuple[float, int, int | None]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            r = predict_png(self.url, self.png, attempts=1)
-            self.log.append((time.time(), r["status"], r["answer"].get("model_version")))
-            self._stop.wait(self.pause)  # about 20 answers a second: light next to training
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def reload(self, version: int, promoted_at: float, workers: int) -> dict:
-        after = [(t, s, v) for t, s, v in self.log if t >= promoted_at]
-        first = next((t for t, s, v in after if v == version), None)
-        # From then on, did every answer come from the new version?
-        last_old = max((t for t, s, v in after if s == 200 and v != version), default=None)
-        return {
-            "requests": len(self.log),
-            "failed": sum(1 for _, s, _ in self.log if s != 200),
-            "first_new_s": round(first - promoted_at, 3) if first else None,
-            "all_new_s": round(max(last_old or promoted_at, first or promoted_at)
-                               - promoted_at, 3) if first else None,
-        }
+def reload_times(answers: list, version: int, promoted_at: float) -> dict:
+    """From /predict answers (tools.load.Answer) logged around a promotion: how long
+    until the first, and until every, answer came from the new version."""
+    after = [a for a in answers if a.t >= promoted_at]
+    first = next((a.t for a in after if a.version == version), None)
+    # From then on, did every answer come from the new version?
+    last_old = max((a.t for a in after if a.status == 200 and a.version != version),
+                   default=None)
+    return {
+        "requests": len(answers),
+        "failed": sum(1 for a in answers if a.status != 200),
+        "first_new_s": round(first - promoted_at, 3) if first else None,
+        "all_new_s": round(max(last_old or promoted_at, first or promoted_at)
+                           - promoted_at, 3) if first else None,
+    }
 
 
 def main(argv=None) -> int:
@@ -164,7 +142,9 @@ def main(argv=None) -> int:
         print(f"before: {result['before']}", flush=True)
         result["sent"] = send_corrections(stack.url, corrections, args.clients)
         load_before = os.getloadavg()
-        with Prober(stack.url, test[0][0]) as prober:
+        probe = {"image": "data:image/png;base64," + base64.b64encode(test[0][0]).decode()}
+        # About 20 answers a second from 2 clients: light next to the training.
+        with predict_clients(stack.url, probe, n=2, pause=0.1) as prober:
             t0 = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, "-m", "trainer", "--model-dir", str(models.root), "finetune",
@@ -180,7 +160,7 @@ def main(argv=None) -> int:
                               "stderr_tail": done.stderr[-1500:] if done.returncode else ""}
         new = models.current()
         promoted_at = (models.base / "CURRENT").stat().st_mtime
-        result["reload"] = prober.reload(new, promoted_at, args.workers)
+        result["reload"] = reload_times(prober.records, new, promoted_at)
         result["after_version"] = new
         result["manifest"] = models.get(models.versions()[-1]).manifest.get("finetune")
         result["after"] = {"test": error_rate(stack.url, test),

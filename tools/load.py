@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools.procs import end, spawn
@@ -145,6 +146,40 @@ class Clients:
             time.sleep(0.05)
         if len(self.records) < count:
             raise TimeoutError(f"only {len(self.records)} requests in {timeout} s")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One /predict answer as a client saw it."""
+
+    t: float  # time.time() when it came back
+    status: int  # 0: no HTTP answer at all
+    body: object  # the JSON answer, else the start of the text or the exception
+
+    @property
+    def version(self) -> int | None:
+        return self.body.get("model_version") if isinstance(self.body, dict) else None
+
+
+def predict_clients(url: str, body: dict, n: int = 4, pause: float = 0.0,
+                    timeout: float = 15) -> Clients:
+    """``n`` clients POSTing ``body`` to ``url``/predict until stopped, ``pause`` seconds
+    apart each; every answer goes to ``records`` as an ``Answer``."""
+    import requests
+
+    def send(session) -> Answer:
+        try:
+            r = session.post(url + "/predict", json=body, timeout=timeout)
+        except requests.RequestException as exc:
+            return Answer(time.time(), 0, f"{type(exc).__name__}: {exc}")
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = r.text[:200]
+        return Answer(time.time(), r.status_code, answer)
+
+    return Clients(n, lambda _: send, pause=(lambda _: pause) if pause else None,
+                   name="predict")
 
 
 # -- wrk -------------------------------------------------------------------------------------------

@@ -34,9 +34,10 @@ from digits.protocol import MODEL_CHANNEL, parse_model_notice
 from digits.settings import ROOT, load
 from digits.stack import Stack
 from models.store import open_store
-from tests.conftest import SEVEN, data_url, draw_png, post, seeded_store
+from tests.conftest import SEVEN, data_url, draw_png, seeded_store
 from tests.s3server import S3Server
 from tools.faults import heartbeats, publish_copy, redis_client
+from tools.load import predict_clients
 
 BODY = {"image": data_url(draw_png(SEVEN))}
 
@@ -88,34 +89,6 @@ def cold_starts(tmp: Path, server: S3Server, rounds: int) -> dict:
             "s3_minus_folder_s": round(medians["s3"] - medians["folder"], 2)}
 
 
-class Load:
-    def __init__(self, url: str, clients: int, limit: float = 600):
-        self.url, self.limit = url + "/predict", limit
-        self.ok = self.failed = 0
-        self.failures: list = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self):
-        deadline = time.monotonic() + self.limit  # bounded, whatever happens
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            status, answer, _ = post(self.url, BODY)
-            if status == 200:
-                self.ok += 1
-            else:
-                self.failed += 1
-                self.failures.append((status, str(answer)[:200]))
-
-    def start(self):
-        for t in self._threads:
-            t.start()
-
-    def stop(self):
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-
 def _listen(redis_url: str, heard: dict) -> None:
     """When each notice of a new current version arrives (as a worker hears it)."""
     import redis
@@ -146,8 +119,7 @@ def reloads(tmp: Path, server: S3Server, rounds: int, workers: int, clients: int
     try:
         stack.start(wait=300)
         threading.Thread(target=_listen, args=(stack.redis_url, heard), daemon=True).start()
-        load_ = Load(stack.url, clients)
-        load_.start()
+        load_ = predict_clients(stack.url, BODY, clients).start()
         time.sleep(2)
         for _ in range(rounds):
             number = publish_copy(store, "registry bench", source=1).number
@@ -173,13 +145,15 @@ def reloads(tmp: Path, server: S3Server, rounds: int, workers: int, clients: int
         if load_:
             load_.stop()
         stack.stop()
+    failed = [a for a in load_.records if a.status != 200]
     return {"after_trainer_exit_s": [round(s, 2) for s in after_exit],
             "max_after_trainer_exit_s": round(max(after_exit), 2),
             "after_notice_s": [round(s, 2) for s in after_notice],
             "max_after_notice_s": round(max(after_notice), 2),
             "after_trainer_start_s": [round(s, 2) for s in after_start],
-            "requests_ok": load_.ok, "requests_failed": load_.failed,
-            "failures": load_.failures[:5]}
+            "requests_ok": sum(a.status == 200 for a in load_.records),
+            "requests_failed": len(failed),
+            "failures": [(a.status, str(a.body)[:200]) for a in failed[:5]]}
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -24,10 +23,10 @@ from tests.conftest import (
     draw_png,
     get,
     open_s3_store,
-    post,
     start_stack,
 )
 from tools.faults import corrupted, publish_copy
+from tools.load import predict_clients
 from trainer.notice import announce
 
 BODY = {"image": data_url(draw_png(SEVEN))}
@@ -54,34 +53,12 @@ def wait_for(check, timeout: float, what: str) -> float:
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-class Load:
-    """Clients posting /predict until stopped (bounded: at most ``limit`` seconds)."""
+def failures(load) -> list:
+    return [(a.status, a.body) for a in load.records if a.status != 200]
 
-    def __init__(self, stack, clients: int = 4, limit: float = 120):
-        self.url, self.limit = stack.url + "/predict", limit
-        self.failures, self.versions, self.count = [], set(), 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
-    def _run(self):
-        deadline = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            status, answer, _ = post(self.url, BODY)
-            self.count += 1
-            if status != 200:
-                self.failures.append((status, answer))
-            else:
-                self.versions.add(answer["model_version"])
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join()
+def versions(load) -> set:
+    return {a.version for a in load.records if a.status == 200}
 
 
 @pytest.fixture
@@ -100,8 +77,8 @@ def test_workers_serve_from_s3_and_reload_on_the_trainers_notice_under_load(
     assert store.current() == SHIPPED_VERSION
     assert ready(s3_stack)["model_store"] == {s3_url: "ok"}
     second = publish_copy(store, "second").number
-    with Load(s3_stack) as load:
-        wait_for(lambda: load.count > 20, 30, "load running")
+    with predict_clients(s3_stack.url, BODY) as load:
+        wait_for(lambda: len(load.records) > 20, 30, "load running")
         for number, command in ((second, ("promote", second)), (SHIPPED_VERSION, ("rollback",))):
             run = trainer(s3_server, s3_url, s3_stack, *command, cache=tmp_path / "trainer")
             exited = time.monotonic()
@@ -111,10 +88,10 @@ def test_workers_serve_from_s3_and_reload_on_the_trainers_notice_under_load(
                                30, f"every worker serving version {number}")
             print(f"version {number} served by every worker {seconds:.2f} s after the "
                   f"trainer exited ({time.monotonic() - exited:.2f} s)")
-    assert load.failures == []
-    assert load.versions == {SHIPPED_VERSION, second}
+    assert failures(load) == []
+    assert versions(load) == {SHIPPED_VERSION, second}
     logs = s3_stack.tail("worker1", 400)
-    assert "notice: version 2 is current" in logs
+    assert f"notice: version {SHIPPED_VERSION} is current" in logs
 
 
 def test_a_tampered_version_or_a_missing_one_is_rejected_and_the_old_one_serves_on(
@@ -125,13 +102,13 @@ def test_a_tampered_version_or_a_missing_one_is_rejected_and_the_old_one_serves_
     tampered = publish_copy(store, "tampered after publishing")
     store.client.put_object(Bucket=store.bucket, Key=store.key(tampered.number, MODEL_FILE),
                             Body=corrupted(good, "truncated"))
-    with Load(s3_stack, clients=2) as load:
+    with predict_clients(s3_stack.url, BODY, n=2) as load:
         for rejected, number in enumerate((tampered.number, 9), start=1):
             store._write_pointer(number, [SHIPPED_VERSION])  # by hand: set_current would refuse
             wait_for(lambda want=2 * rejected: sum(
                 w["rejections"] for w in _beats(s3_stack)) >= want,
                 30, f"both workers rejecting version {number}")
-    assert load.failures == [] and load.versions == {SHIPPED_VERSION}
+    assert failures(load) == [] and versions(load) == {SHIPPED_VERSION}
     logs = s3_stack.tail("worker1", 400)
     assert f"rejected model version {tampered.number}" in logs and "sha256 mismatch" in logs
     assert "rejected model version 9" in logs and "does not exist" in logs
@@ -152,19 +129,20 @@ def test_the_store_going_down_leaves_workers_serving_and_ready_names_it(tmp_path
                "MODEL_POLL_SECONDS": "0.2"}
         stack = start_stack(tmp_path, workers=1, model_dir=url, env=env)
         try:
-            with Load(stack, clients=2) as load:
-                wait_for(lambda: load.count > 10, 30, "load running")
+            with predict_clients(stack.url, BODY, n=2) as load:
+                wait_for(lambda: len(load.records) > 10, 30, "load running")
                 server.stop(kill=True)
                 wait_for(lambda: ready(stack).get("model_store", {}).get(url, "ok") != "ok",
                          30, "/ready reporting the store")
                 body = ready(stack)
                 assert body["status"] == "ready"  # the workers serve what they have
                 assert body["model_store"][url].startswith("unreachable: ")
-                before = load.count
-                wait_for(lambda: load.count > before + 20, 30, "requests served meanwhile")
+                before = len(load.records)
+                wait_for(lambda: len(load.records) > before + 20, 30,
+                         "requests served meanwhile")
                 server.start()
                 wait_for(lambda: ready(stack).get("model_store") == {url: "ok"}, 30,
                          "the store reported ok again")
-            assert load.failures == []
+            assert failures(load) == []
         finally:
             stack.stop()

@@ -19,6 +19,7 @@ import redis
 from digits.protocol import HEARTBEAT_PREFIX, parse_heartbeat
 from digits.stack import ROOT, CrashLoop, Stack, Supervisor, free_port
 from tests.conftest import SEVEN, data_url, draw_png, get, post, start_stack
+from tools.load import predict_clients
 
 BODY = {"image": data_url(draw_png(SEVEN))}
 
@@ -49,33 +50,10 @@ class Supervised:
         self._thread.join(10)
 
 
-class Load:
-    """Clients posting a 7 without pause, every answer kept."""
-
-    def __init__(self, url: str, clients: int = 4):
-        self.url = url
-        self.answers: list[tuple[int, object]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True)
-                         for _ in range(clients)]
-
-    def _client(self):
-        while not self._stop.is_set():
-            status, body, _ = post(self.url + "/predict", BODY, timeout=15)
-            self.answers.append((status, body))
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(20)
-
-    def failures(self):
-        return [(s, b) for s, b in self.answers if s != 200 or b.get("digit") != 7]
+def failures(load) -> list:
+    """Answers that are not a 200 reading the 7."""
+    return [(a.status, a.body) for a in load.records
+            if a.status != 200 or not isinstance(a.body, dict) or a.body.get("digit") != 7]
 
 
 def serving(stack: Stack) -> int:
@@ -107,8 +85,8 @@ def wait_for(check, timeout: float, what: str):
 def test_a_killed_worker_is_restarted_and_no_request_fails(tmp_path):
     stack = start_stack(tmp_path, workers=2)
     try:
-        with Supervised(stack) as sup, Load(stack.url) as load:
-            wait_for(lambda: len(load.answers) >= 20, 60, "the load to get going")
+        with Supervised(stack) as sup, predict_clients(stack.url, BODY) as load:
+            wait_for(lambda: len(load.records) >= 20, 60, "the load to get going")
             old = stack.workers[1].pid
             killed = time.monotonic()
             os.killpg(old, signal.SIGKILL)
@@ -116,14 +94,14 @@ def test_a_killed_worker_is_restarted_and_no_request_fails(tmp_path):
             wait_for(lambda: stack.workers[1].pid in beating_pids(stack), 120,
                      "the restarted worker to serve")
             back = time.monotonic() - killed
-            answered = len(load.answers)
-            wait_for(lambda: len(load.answers) >= answered + 20, 60, "more answers")
+            answered = len(load.records)
+            wait_for(lambda: len(load.records) >= answered + 20, 60, "more answers")
         assert sup.error is None
-        assert load.failures() == [], load.failures()[:5]
+        assert failures(load) == [], failures(load)[:5]
         assert sup.supervisor.restarts == 1
         assert any("worker1" in line and "exited with code -9" in line for line in sup.said)
         assert any(line.startswith("worker1 restarted") for line in sup.said), sup.said
-        print(f"worker back serving {back:.1f} s after kill -9; {len(load.answers)} answers")
+        print(f"worker back serving {back:.1f} s after kill -9; {len(load.records)} answers")
     finally:
         stack.stop()
 
