@@ -9,7 +9,7 @@ PORT ?= 8000
 export WORKERS PORT
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up install test test-fast lint format audit train eval-canvas bench bench-batch \
+.PHONY: up install test test-fast lint format audit train eval-canvas wrk bench bench-batch \
   eval-numbers bench-numbers eval-cli soak feedback-load feedback-eval clean
 
 $(VENV)/.installed: requirements/*.txt pyproject.toml
@@ -56,15 +56,20 @@ eval-canvas: install
 	$(PY) -m tools.eval_canvas --data $(DATA)
 
 ## wrk (the load generator) comes from Debian; installed here if missing.
-bench: install
+wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
+
+## The whole benchmark, one system after another: /predict against the original design,
+## the no-op Celery ceiling and our stack with the folder and the S3 store, then
+## /predict/batch against /predict at c=8, then /predict/number at c=1 and c=32.
+bench: install wrk
 	$(PY) -m tools.bench --data $(DATA)
+	$(PY) -m tools.bench_batch --data $(DATA)
+	$(PY) -m tools.bench_numbers --data $(DATA)
 
 ## /predict/batch against /predict, images/s at c=8 with the same drawings (wrk, as bench).
-bench-batch: install
-	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
-	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
+bench-batch: install wrk
 	$(PY) -m tools.bench_batch --data $(DATA)
 
 ## Whole numbers (tools/numbers_set.py): exact match by length and closeness
@@ -73,9 +78,7 @@ eval-numbers: install
 	$(PY) -m tools.eval_numbers --data $(DATA) $(if $(URL),--url $(URL))
 
 ## POST /predict/number with 4-digit numbers: p50 at c=1, numbers/s at c=32 (wrk).
-bench-numbers: install
-	@command -v wrk >/dev/null || { $(SUDO) apt-get install -y -q wrk || \
-	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }; }
+bench-numbers: install wrk
 	$(PY) -m tools.bench_numbers --data $(DATA)
 
 ## `digits predict` on the 10,000 test digits drawn as canvas PNGs: time and accuracy.

@@ -12,6 +12,9 @@ On the same machine, one system after another (never two at once):
 3. noop      tools/noop_celery.py: Flask (gthread, our API's workers and threads)
              sending a no-op Celery task over Redis and waiting: the round-trip ceiling.
 4. ours      digits.stack.Stack (RATE_LIMIT off), warmed up first.
+5. ours_s3   the same stack with MODEL_STORE in a bucket of a real S3 server (SeaweedFS,
+             tests/s3server.py): the request path never touches the store, so its
+             figures should match ``ours`` within noise.
 
 Each HTTP system (tools/bench_systems.py) is driven by wrk at each concurrency (default
 1, 8, 32, 64) with real canvas-drawing PNG bodies (tools/canvas_set), after a
@@ -44,7 +47,7 @@ from tools.bench_systems import RUNNERS, log
 from tools.load import WRK_TIMEOUT, drawing_bodies, write_wrk_inputs, wrk_binary
 from tools.procs import Reaper, interrupt_on_sigterm, parse_env, stack_settings
 
-SYSTEMS = ("model", "baseline", "noop", "ours")
+SYSTEMS = ("model", "baseline", "noop", "ours", "ours_s3")
 N_BODIES = 200
 DEFINITIONS = {
     "rps": "wrk requests completed / duration (non-2xx answers included; see errors)",
@@ -91,7 +94,7 @@ def arguments(argv) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per load level (wrk -d)")
     p.add_argument("--concurrency", default="1,8,32,64", help="comma list of wrk -c levels")
     p.add_argument("--only", action="append",
-                   help="subset: ours|baseline|noop|model (repeatable or comma list)")
+                   help="subset: ours|ours_s3|baseline|noop|model (repeatable or comma list)")
     p.add_argument("--out", default="artifacts/bench", help="folder for bench.json, bench.png")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment for our stack (repeatable), e.g. COALESCE=0")

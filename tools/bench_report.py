@@ -8,9 +8,10 @@ from pathlib import Path
 
 from tools.procs import max_rss
 
-HTTP_SYSTEMS = ("baseline", "noop", "ours")
+HTTP_SYSTEMS = ("baseline", "noop", "ours", "ours_s3")
 LABELS = {
     "ours": "our stack",
+    "ours_s3": "our stack, models from S3",
     "baseline": "baseline (gunicorn -w {workers}, predict per request)",
     "noop": "no-op Celery round trip",
 }
@@ -35,7 +36,7 @@ def report(results: dict, concurrency: list[int]) -> tuple[str, dict]:
     ratios = {}
     if "ours" in results:
         ours = results["ours"]["levels"]
-        for other in ("baseline", "noop"):
+        for other in ("baseline", "noop", "ours_s3"):
             if other not in results:
                 continue
             theirs = results[other]["levels"]
@@ -74,7 +75,7 @@ def report(results: dict, concurrency: list[int]) -> tuple[str, dict]:
             )
     if rss_lines:
         lines += ["", "RSS after the load:", *rss_lines]
-    for s in ("baseline", "ours"):
+    for s in ("baseline", "ours", "ours_s3"):
         if s in results:
             a = results[s]["accuracy"]
             lines.append(
@@ -108,6 +109,7 @@ def summary(results: dict, concurrency: list[int]) -> dict:
         "ratio_vs_baseline": round(c32 / baseline_best, 2) if c32 and baseline_best else None,
         "noop_ceiling_rps": best("noop"),
         "model_images_per_s": max((r["images_per_s"] for r in model.values()), default=None),
+        "c32_rps_s3": results.get("ours_s3", {}).get("levels", {}).get("32", {}).get("rps"),
         "api_rss_mb": ours_rss.get("api_max_mb"),
         "worker_rss_mb": ours_rss.get("worker_max_mb"),
     }

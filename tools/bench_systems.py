@@ -229,13 +229,14 @@ def bench_noop(args, ctx) -> dict:
     }
 
 
-def bench_ours(args, ctx) -> dict:
-    """digits.stack.Stack with RATE_LIMIT off (and --env on top), warmed up first."""
-    env = {"RATE_LIMIT": "", **ctx["env"]}
+def bench_ours(args, ctx, name: str = "ours", store_env: dict | None = None) -> dict:
+    """digits.stack.Stack with RATE_LIMIT off (and --env, then store_env, on top), warmed
+    up first."""
+    env = {"RATE_LIMIT": "", **ctx["env"], **(store_env or {})}
     reaper = ctx["reaper"]
     stack = reaper.stack(workers=args.workers, model_dir=ctx["model_dir"], env=env,
-                         log_dir=ctx["log_dir"] / "ours")
-    log(f"ours: Stack(workers={args.workers}) env {env}")
+                         log_dir=ctx["log_dir"] / name)
+    log(f"{name}: Stack(workers={args.workers}) env {env}")
     try:
         stack.start(wait=300)
         log(f"  up on {stack.url}")
@@ -249,7 +250,7 @@ def bench_ours(args, ctx) -> dict:
             "redis": [stack.redis.pid] if stack.redis else [],
         }
         ctx = dict(ctx, scrape=lambda: scrape(stack.url), cpu_groups=cpu_groups)
-        levels = drive("ours", stack.url, ctx)
+        levels = drive(name, stack.url, ctx)
         api_rss = rss_by_group(stack.api.pid)
         worker_rss = [p for proc in stack.workers.values() for p in rss_by_group(proc.pid)]
         alive = {name: proc.poll() is None for name, proc in stack.processes()}
@@ -274,4 +275,21 @@ def bench_ours(args, ctx) -> dict:
     }
 
 
-RUNNERS = {"baseline": bench_baseline, "noop": bench_noop, "ours": bench_ours}
+def bench_ours_s3(args, ctx) -> dict:
+    """Our stack again, its models in a bucket of a real S3 server (SeaweedFS, started
+    here; the workers seed it and download into an empty MODEL_CACHE): the request path
+    must not touch the store, so its figures should match ``ours``."""
+    from tests.s3server import S3Server
+
+    folder = ctx["log_dir"] / "s3"
+    with S3Server(folder) as server:
+        log(f"ours_s3: SeaweedFS on {server.endpoint}")
+        store_env = {**server.env(), "MODEL_STORE": server.url("registry"),
+                     "MODEL_CACHE": str(folder / "cache")}
+        result = bench_ours(args, ctx, "ours_s3", store_env)
+    result["store"] = store_env["MODEL_STORE"]
+    return result
+
+
+RUNNERS = {"baseline": bench_baseline, "noop": bench_noop, "ours": bench_ours,
+           "ours_s3": bench_ours_s3}
