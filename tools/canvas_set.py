@@ -9,6 +9,12 @@ read), at a random size (digit height 25..85% of the canvas) and a random place
 The PNG is what ``canvas.toDataURL()`` gives: RGBA, black opaque ink on a
 transparent background, or (1 in 5) on opaque white.
 
+``style="pixels"`` instead puts the MNIST digit itself on the canvas, as
+``drawImage`` of the 28x28 picture scaled to 280x280 (bicubic) would: its grey
+levels become the ink's opacity, on a transparent background or (1 in 5) on white.
+No centre line is extracted, so nothing of the digit is lost; it measures the
+serving path (decoding, preprocessing, batching) rather than a change of style.
+
 Used to measure accuracy through the HTTP API and as benchmark request bodies.
 
     python -m tools.canvas_set --data ../shared/data/mnist --n 1000 --out DIR
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +36,8 @@ from PIL import Image, ImageDraw
 
 from trainer.skeleton import skeleton_points as _skeleton
 
-VERSION = 1  # bump when the drawings change, so cached sets are remade
+VERSION = 2  # bump when the drawings change, so cached sets are remade
+STYLES = ("redrawn", "pixels")
 CANVAS = 280
 RENDER = 2  # supersampling factor for anti-aliasing
 HEIGHT = (0.25, 0.85)  # digit height, fraction of the canvas
@@ -76,8 +84,17 @@ def draw(digit: np.ndarray, rng: np.random.Generator) -> bytes:
         pen.line([coords[i], coords[j]], fill=255, width=round(2 * radius))
     for x, y in coords:
         pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
-    alpha = np.asarray(ink.reduce(RENDER))
+    return _canvas_png(np.asarray(ink.reduce(RENDER)), rng)
 
+
+def draw_pixels(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """One MNIST digit (28x28 uint8) scaled onto the canvas as it is."""
+    big = Image.fromarray(digit).resize((CANVAS, CANVAS), Image.Resampling.BICUBIC)
+    return _canvas_png(np.asarray(big), rng)
+
+
+def _canvas_png(alpha: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Black ink of opacity alpha (CANVASxCANVAS uint8) as the page's PNG export."""
     rgba = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
     if rng.random() < WHITE_BACKGROUND:  # fillRect(white) first: opaque everywhere
         rgba[..., :3] = (255 - alpha)[..., None]
@@ -90,13 +107,17 @@ def draw(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def make_drawings(
-    images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0
+    images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0, style: str = "redrawn"
 ) -> list[tuple[bytes, int]]:
     """The first n digits of images (cycling if needed) as (PNG bytes, label) pairs."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, not {style!r}")
     if len(images) == 0 or n <= 0:
         return []
     rng = np.random.default_rng(seed)
-    return [(draw(images[i % len(images)], rng), int(labels[i % len(labels)])) for i in range(n)]
+    render = draw if style == "redrawn" else draw_pixels
+    return [(render(images[i % len(images)], rng), int(labels[i % len(labels)]))
+            for i in range(n)]
 
 
 def _mnist_test(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +127,8 @@ def _mnist_test(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return mnist.x_test, mnist.y_test
 
 
-def write(drawings: list[tuple[bytes, int]], out: str | Path, seed: int = 0) -> Path:
+def write(drawings: list[tuple[bytes, int]], out: str | Path, seed: int = 0,
+          style: str = "redrawn") -> Path:
     """Write NNNN_<label>.png files and labels.json into out."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +137,8 @@ def write(drawings: list[tuple[bytes, int]], out: str | Path, seed: int = 0) -> 
         name = f"{i:04d}_{label}.png"
         (out / name).write_bytes(png)
         files[name] = label
-    meta = {"version": VERSION, "seed": seed, "n": len(drawings), "labels": files}
+    meta = {"version": VERSION, "style": style, "seed": seed, "n": len(drawings),
+            "labels": files}
     (out / "labels.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out
 
@@ -128,22 +151,26 @@ def read(folder: str | Path) -> list[tuple[bytes, int]]:
 
 
 def load_or_make(
-    data_dir: str | Path, n: int, seed: int = 0, cache_dir: str | Path | None = None
+    data_dir: str | Path, n: int, seed: int = 0, cache_dir: str | Path | None = None,
+    style: str = "redrawn",
 ) -> list[tuple[bytes, int]]:
     """n drawings from the MNIST test set in data_dir; reused from cache_dir if it
-    already holds this exact set (same n, seed and generator version), else written there."""
+    already holds this exact set (same n, seed, style and generator version), else
+    written there."""
     if cache_dir is not None:
         labels_file = Path(cache_dir) / "labels.json"
         try:
             meta = json.loads(labels_file.read_text())
-            if (meta.get("version"), meta.get("seed"), meta.get("n")) == (VERSION, seed, n):
+            want = (VERSION, style, seed, n)
+            if (meta.get("version"), meta.get("style"), meta.get("seed"), meta.get("n")) == want:
                 return read(cache_dir)
         except (OSError, ValueError, KeyError):
             pass
     images, labels = _mnist_test(data_dir)
-    drawings = make_drawings(images, labels, n, seed)
+    drawings = make_drawings(images, labels, n, seed, style)
     if cache_dir is not None:
-        write(drawings, cache_dir, seed)
+        shutil.rmtree(cache_dir, ignore_errors=True)  # no stale files of another set
+        write(drawings, cache_dir, seed, style)
     return drawings
 
 
@@ -152,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="MNIST folder (IDX files) or .npz")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", choices=STYLES, default="redrawn")
     parser.add_argument("--out", required=True, help="folder for the PNGs and labels.json")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     images, labels = _mnist_test(args.data)
-    drawings = make_drawings(images, labels, args.n, args.seed)
-    out = write(drawings, args.out, args.seed)
+    drawings = make_drawings(images, labels, args.n, args.seed, args.style)
+    out = write(drawings, args.out, args.seed, args.style)
     took = time.perf_counter() - started
     print(f"wrote {len(drawings)} drawings to {out} in {took:.1f} s")
     return 0

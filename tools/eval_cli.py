@@ -1,10 +1,13 @@
-"""The ``digits predict`` command on the MNIST test set redrawn as canvas PNGs: how long
-it takes and how many it gets right.
+"""The ``digits predict`` command on the MNIST test set as canvas PNGs: how long it
+takes and how many it gets right.
 
     python -m tools.eval_cli --data ../shared/data/mnist [--url URL]     (make eval-cli)
 
-The drawings (tools/canvas_set: the 10,000 test digits by default) are written once as
-NNNN_<label>.png files into ``--cache`` (var/canvas-set-<n>) and reused. Then the real
+The 10,000 test digits (by default) are made into canvas PNGs (tools/canvas_set) in
+each ``--style``: ``pixels``, the digit itself scaled onto the canvas, and ``redrawn``,
+its centre line re-stroked with a round brush of random width, size and place (the
+harder set: the thinning sometimes opens a loop or merges strokes). Each set is written
+once as NNNN_<label>.png files into var/canvas-<style>-<n> and reused. Then the real
 command runs against the stack (``--url``, e.g. ``make up``; else a private one is
 started and stopped): ``digits predict FOLDER --url URL --out FILE.csv``, timed from
 start to exit. Each row's digit is scored against the label in its file name. Extra
@@ -26,19 +29,36 @@ import time
 from pathlib import Path
 
 from digits.settings import ROOT
+from tools.canvas_set import STYLES
 from tools.procs import interrupt_on_sigterm
 
 LABEL = re.compile(r"_(\d)\.png$")
 
 
-def drawings(data: str, n: int, seed: int, cache: Path) -> Path:
+def drawings(data: str, n: int, seed: int, style: str) -> Path:
     from tools.canvas_set import load_or_make
 
+    cache = ROOT / "var" / f"canvas-{style}-{n}"
     started = time.perf_counter()
-    load_or_make(data, n, seed, cache_dir=cache)  # reuses the folder when it matches
-    print(f"{n} canvas drawings in {cache} ({time.perf_counter() - started:.1f} s)",
+    load_or_make(data, n, seed, cache_dir=cache, style=style)  # reused when it matches
+    print(f"{n} canvas PNGs ({style}) in {cache} ({time.perf_counter() - started:.1f} s)",
           file=sys.stderr, flush=True)
     return cache
+
+
+def label_folder(folder: Path, url: str, work: Path, extra: list[str]) -> dict:
+    """``digits predict FOLDER`` timed from start to exit, and its rows scored."""
+    out = work / f"{folder.name}.csv"
+    cmd = [*command(), "predict", str(folder), "--url", url, "--out", str(out), *extra]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    run = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    print(run.stderr.strip(), file=sys.stderr, flush=True)
+    scored = score(out)
+    return {"seconds": round(seconds, 2), "exit_code": run.returncode, **scored,
+            "files_per_s": round(scored["rows"] / seconds, 1), "command": cmd[1:]}
 
 
 def command() -> list[str]:
@@ -73,14 +93,17 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="workers of the private stack")
     p.add_argument("--n", type=int, default=10_000, help="drawings (default 10000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", help="folder of the drawings (default var/canvas-set-<n>)")
+    p.add_argument("--style", action="append", choices=STYLES,
+                   help="pixels and/or redrawn (repeatable; default both)")
     p.add_argument("--out", default="artifacts/eval_cli.json")
     args = p.parse_args(argv)
+    styles = args.style or list(STYLES)
     interrupt_on_sigterm()
-    folder = drawings(args.data, args.n, args.seed,
-                      Path(args.cache) if args.cache else ROOT / "var" / f"canvas-set-{args.n}")
+    folders = {style: drawings(args.data, args.n, args.seed, style) for style in styles}
     work = Path(tempfile.mkdtemp(prefix="digits-eval-cli-"))
     stack = None
+    result = {"url": args.url or "private stack", "n": args.n, "seed": args.seed,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "styles": {}}
     try:
         url = (args.url or "").rstrip("/")
         if not url:
@@ -92,18 +115,8 @@ def main(argv=None) -> int:
                   flush=True)
             stack.start(wait=300)
             url = stack.url
-        out = work / "labels.csv"
-        cmd = [*command(), "predict", str(folder), "--url", url, "--out", str(out), *extra]
-        print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        run = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-        seconds = time.perf_counter() - started
-        print(run.stderr.strip(), file=sys.stderr, flush=True)
-        result = {"seconds": round(seconds, 2), "exit_code": run.returncode, **score(out),
-                  "files_per_s": round(args.n / seconds, 1), "command": cmd[1:],
-                  "url": args.url or "private stack", "n": args.n, "seed": args.seed,
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        for style, folder in folders.items():
+            result["styles"][style] = label_folder(folder, url, work, extra)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -114,11 +127,14 @@ def main(argv=None) -> int:
     path = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"digits predict: {result['rows']} files in {result['seconds']} s "
-          f"({result['files_per_s']} files/s), {result['accuracy']:.2%} right, "
-          f"{result['failed']} failed (exit {result['exit_code']}); wrote {path}")
-    print(json.dumps({k: result[k] for k in ("seconds", "accuracy", "failed", "exit_code")}))
-    return 0 if result["exit_code"] == 0 else 1
+    for style, r in result["styles"].items():
+        print(f"digits predict ({style}): {r['rows']} files in {r['seconds']} s "
+              f"({r['files_per_s']} files/s), {r['accuracy']:.2%} right, "
+              f"{r['failed']} failed (exit {r['exit_code']})")
+    print(f"wrote {path}")
+    print(json.dumps({style: {k: r[k] for k in ("seconds", "accuracy", "failed", "exit_code")}
+                      for style, r in result["styles"].items()}))
+    return 0 if all(r["exit_code"] == 0 for r in result["styles"].values()) else 1
 
 
 if __name__ == "__main__":
