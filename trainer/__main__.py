@@ -30,11 +30,18 @@ def _store(args):
 
 def cmd_train(args) -> int:
     from trainer.data import load
+    from trainer.drawing import FontMissing
     from trainer.mix import prepare
+    from trainer.render import fonts_for
     from trainer.train import Hyper, configure_threads, gate, train_and_publish
 
+    try:  # before any work: the font family needs the Debian fonts installed
+        fonts_for()
+    except FontMissing as exc:
+        print(f"error: {exc} (or run `make train`, which installs them)", file=sys.stderr)
+        return 2
     data = load(args.data).limit(args.limit)
-    hp = Hyper(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+    hp = Hyper(epochs=args.epochs or Hyper.epochs, batch_size=args.batch_size, seed=args.seed,
                augment=not args.no_augment, render_scale=args.render_scale)
     if args.learning_rate:
         hp.learning_rate = args.learning_rate
@@ -124,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train, publish a version, make it current if it passes")
     t.add_argument("--data", help="MNIST folder (IDX, raw or .gz) or .npz; default: download")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=int, help="default: trainer.train.Hyper's (16)")
     t.add_argument("--limit", type=int, help="use only the first N train and test images")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=128)
