@@ -58,29 +58,29 @@ MAX_WIDTH = 1.35  # a candidate wider than this (times the digit height) is two 
 MERGE_GAP = 0.12  # strokes further apart than this (times the height) are not one digit
 # The score scale at which exp(score) behaves as a probability over partitions
 # (fitted with WEIGHTS, for the whole-string confidence).
-SEGMENT_TEMPERATURE = 3.0
+SEGMENT_TEMPERATURE = 4.0
 # A candidate's score: WEIGHTS . FEATURES (see features), fitted by tools/fit_segment.py.
 WEIGHTS = {
-    "log_top": 1.1443,
-    "log_rest": -1.6022,
-    "log_second": 0.9967,
-    "one": 0.0711,
-    "wide": 4.4760,
-    "wide_over_75": -6.2844,
-    "wide_over_100": -8.6528,
-    "one_wide": 2.1802,
-    "whole_wide": -3.9270,
-    "short_of_75": -16.7904,
-    "short_of_60": 19.6602,
-    "light_short": -15.8868,
-    "gaps": -8.2848,
-    "cuts": -2.0721,
-    "sides": 0.8518,
-    "more_pieces": -1.3054,
-    "partial": -3.4692,
-    "log_digit": 0.6987,
-    "log_not_digit": -0.5977,
-    "bias": -2.6705,
+    "log_top": 1.7855,
+    "log_rest": -0.5041,
+    "log_second": -0.2349,
+    "one": -0.1360,
+    "wide": 4.5179,
+    "wide_over_75": -7.5604,
+    "wide_over_100": -11.1717,
+    "one_wide": 2.6510,
+    "whole_wide": -4.4407,
+    "short_of_75": -19.0415,
+    "short_of_60": 18.0143,
+    "light_short": -13.3852,
+    "gaps": -13.8505,
+    "cuts": -1.0724,
+    "sides": -0.1892,
+    "more_pieces": -1.7996,
+    "partial": -4.5797,
+    "log_digit": 1.3083,
+    "log_not_digit": -0.6288,
+    "bias": -3.0176,
 }
 
 

@@ -37,21 +37,23 @@ if str(ROOT) not in sys.path:
 from digits.settings import load_or_exit, quiet_tensorflow  # noqa: E402
 from tools import canvas_families as cf  # noqa: E402
 
-SET_VERSION = 2  # bump when tools/canvas_families.py changes its drawings
+SET_VERSION = 3  # bump when tools/canvas_families.py changes its drawings
 CACHE = ROOT / "var" / "canvas-families"
 
 
-def canvas_set(data_dir: str, n: int, seed: int, processes: int | None = None) -> dict:
+def canvas_set(data_dir: str, n: int, seed: int, processes: int | None = None,
+               mnist_n: int = 10_000) -> dict:
     """{"images", "labels", "families"} of the canvas set, preprocessed as /predict does."""
     from api.preprocess import preprocess
     from trainer.data import load
 
-    path = CACHE / f"set{SET_VERSION}-n{n}-seed{seed}.npz"
+    path = CACHE / f"set{SET_VERSION}-n{n}-mnist{mnist_n}-seed{seed}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in ("images", "labels", "families")}
     mnist = load(data_dir)
-    counts = {f: n for f in cf.DIGIT_FAMILIES} | {f: max(1, n // 2) for f in cf.NEGATIVE_FAMILIES}
+    counts = ({f: n for f in cf.DIGIT_FAMILIES} | {"mnist": mnist_n}
+              | {f: max(1, n // 2) for f in cf.NEGATIVE_FAMILIES})
     drawings = cf.make_set(counts, seed, (mnist.x_test, mnist.y_test), processes)
     images = np.stack([preprocess(base64.b64encode(d.png).decode()) for d in drawings])
     out = {"images": images, "labels": np.array([d.label for d in drawings]),
@@ -92,16 +94,17 @@ def measure(rows: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
 
 
 def evaluate(versions: list[int], store, data_dir: str, n: int, seed: int,
-             threshold: float) -> dict:
+             threshold: float, mnist_n: int = 10_000) -> dict:
     from trainer.calibrate import ece
     from trainer.data import load
     from worker.predictor import configure_tensorflow, load_version
 
     configure_tensorflow(2, 1)
-    canvas = canvas_set(data_dir, n, seed)
+    canvas = canvas_set(data_dir, n, seed, mnist_n=mnist_n)
     mnist = load(data_dir)
     loaded = {v: load_version(store, v) for v in versions}
-    result: dict = {"threshold": threshold, "n": n, "seed": seed, "versions": {}}
+    result: dict = {"threshold": threshold, "n": n, "mnist_n": mnist_n, "seed": seed,
+                    "versions": {}}
     for v, model in loaded.items():
         m = measure(forward_rows(model, mnist.x_test), mnist.y_test, threshold)
         c = measure(forward_rows(model, canvas["images"]), canvas["labels"], threshold)
@@ -153,6 +156,8 @@ def main(argv=None) -> int:
     p.add_argument("--versions", type=int, nargs="+", help="default: every version")
     p.add_argument("--n", type=int, default=1000,
                    help="drawings per digit family (half as many per negative family)")
+    p.add_argument("--mnist-n", type=int, default=10_000,
+                   help="MNIST test digits redrawn for the mnist family (default: all 10,000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float,
                    help="not_a_digit threshold (default: the NOT_A_DIGIT_THRESHOLD setting)")
@@ -166,7 +171,7 @@ def main(argv=None) -> int:
     threshold = args.threshold
     if threshold is None:
         threshold = load_or_exit().NOT_A_DIGIT_THRESHOLD
-    result = evaluate(versions, store, args.data, args.n, args.seed, threshold)
+    result = evaluate(versions, store, args.data, args.n, args.seed, threshold, args.mnist_n)
     print(table(result))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 UPSCALE = 3  # MNIST digits are thinned on a 3x grid (84x84) for smoother centre lines
-INK_LEVEL = 80  # MNIST pixels at least this bright are stroke (lower: fewer broken strokes)
+INK_LEVEL = 128  # MNIST pixels at least this bright are stroke (higher keeps small loops open)
 
 
 def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:

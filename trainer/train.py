@@ -20,7 +20,7 @@ from trainer.mix import Mix
 
 @dataclass
 class Hyper:
-    epochs: int = 10
+    epochs: int = 16
     batch_size: int = 128
     learning_rate: float = 2e-3
     dropout: float = 0.4

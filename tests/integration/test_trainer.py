@@ -44,7 +44,7 @@ def tiny_store(tmp_path_factory, mnist_dir):
                   "--quiet", model_dir=folder)
     assert run.returncode == 0, run.stdout + run.stderr
     store = ModelStore(folder)
-    store.rollback()  # keep the good default current; version 2 waits to be promoted
+    store.rollback()  # keep the good default current; NEXT_VERSION waits to be promoted
     return store
 
 
