@@ -9,7 +9,7 @@ PORT ?= 8000
 export WORKERS PORT
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up install test test-fast lint format audit train eval-canvas wrk bench bench-batch \
+.PHONY: up install test test-fast lint format audit fonts train eval-canvas wrk bench bench-batch \
   eval-numbers bench-numbers eval-cli soak feedback-load feedback-eval clean
 
 $(VENV)/.installed: requirements/*.txt pyproject.toml
@@ -45,10 +45,13 @@ audit: install
 	$(PY) -m pip_audit --progress-spinner off -r requirements/api.txt -r requirements/worker.txt -r requirements/trainer.txt
 
 ## Full training run into $$MODEL_DIR (default var/models); workers hot-reload it.
-train: install
+## The Debian fonts the renderers draw with (requirements/debian-fonts.txt), if missing.
+fonts:
 	@missing=$$(for f in $$(grep -v '^#' requirements/debian-fonts.txt); do \
 	  dpkg -s $$f >/dev/null 2>&1 || echo $$f; done); \
 	[ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
+
+train: install fonts
 	$(PY) -m trainer train --data $(DATA)
 
 ## Accuracy on canvas-style drawings, through a running stack's /predict.
@@ -96,7 +99,7 @@ feedback-load: install
 
 ## The learning loop's targets: 1,500 corrections through POST /feedback, one finetune,
 ## before/after error on new styles, MNIST, canvas set, hot reload (docs/feedback.md).
-feedback-eval: install
+feedback-eval: install fonts
 	$(PY) -m tools.feedback_eval --data $(DATA)
 
 clean:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from api.preprocess import preprocess, to_mnist
-from tools import canvas_families, eval_shapes
+from tools import canvas_families, eval_shapes, feedback_population
 from trainer import drawing, render, templates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,8 +168,8 @@ def test_evaluation_set_is_deterministic_and_labelled():
 def test_the_debian_font_list_is_what_the_renderers_use():
     listed = {line.strip() for line in (ROOT / "requirements" / "debian-fonts.txt").read_text()
               .splitlines() if line.strip() and not line.startswith("#")}
-    used = {package for _, package in render.TRAIN_FONTS + canvas_families.EVAL_FONTS
-            if package.startswith("fonts-")}
+    fonts = render.TRAIN_FONTS + canvas_families.EVAL_FONTS + feedback_population.FONTS
+    used = {package for _, package in fonts if package.startswith("fonts-")}
     assert listed == used
 
 
