@@ -1,16 +1,6 @@
 """The OpenAPI entry of ``POST /predict/number`` (api/numbers.py), merged by api/openapi.py."""
 
-from api.spec_parts import (
-    DIGIT,
-    IMAGE_ERRORS,
-    IMAGE_FORMATS,
-    PROBABILITIES,
-    SERVING_ERRORS,
-    UNIT,
-    answer,
-    error,
-    image_body,
-)
+from api import spec_parts as sp
 
 OPENAPI_PATHS = {
     "/predict/number": {
@@ -20,14 +10,14 @@ OPENAPI_PATHS = {
                            "the drawing (cuts between touching neighbours included) goes "
                            "to the workers as one task; the model's answers choose the "
                            "reading (docs/numbers.md).",
-            "requestBody": image_body(
-                IMAGE_FORMATS + "; typically a wide canvas such as 840x280"),
+            "requestBody": sp.image_body(
+                sp.IMAGE_FORMATS + "; typically a wide canvas such as 840x280"),
             "responses": {
-                "200": answer("The number read", "Number"),
-                **IMAGE_ERRORS,
-                "422": error("Blank canvas (blank_image), or more digits than MAX_DIGITS "
+                "200": sp.answer("The number read", "Number"),
+                **sp.IMAGE_ERRORS,
+                "422": sp.error("Blank canvas (blank_image), or more digits than MAX_DIGITS "
                              "(too_many_digits)"),
-                **SERVING_ERRORS,
+                **sp.SERVING_ERRORS,
             },
         }
     },
@@ -44,9 +34,9 @@ OPENAPI_SCHEMAS = {
                 "type": "object",
                 "required": ["digit", "confidence", "probabilities", "box"],
                 "properties": {
-                    "digit": DIGIT,
-                    "confidence": UNIT,
-                    "probabilities": PROBABILITIES,
+                    "digit": sp.DIGIT,
+                    "confidence": sp.UNIT,
+                    "probabilities": sp.PROBABILITIES,
                     "box": {"type": "array", "items": {"type": "integer", "minimum": 0},
                             "minItems": 4, "maxItems": 4,
                             "description": "[x, y, width, height] in the image's pixels"},

@@ -1,16 +1,6 @@
 """The OpenAPI 3.1 document served at /openapi.json (schemathesis tests against it)."""
 
-from api.spec_parts import (
-    DIGIT,
-    IMAGE_ERRORS,
-    PROBABILITIES,
-    SERVING_ERRORS,
-    UNIT,
-    answer,
-    error,
-    image_body,
-    json_content,
-)
+from api import spec_parts as sp
 
 SPEC = {
     "openapi": "3.1.0",
@@ -26,12 +16,12 @@ SPEC = {
         "/predict": {
             "post": {
                 "summary": "Recognise one drawn digit",
-                "requestBody": image_body(),
+                "requestBody": sp.image_body(),
                 "responses": {
-                    "200": answer("The recognised digit", "Prediction"),
-                    **IMAGE_ERRORS,
-                    "422": error("Blank canvas"),
-                    **SERVING_ERRORS,
+                    "200": sp.answer("The recognised digit", "Prediction"),
+                    **sp.IMAGE_ERRORS,
+                    "422": sp.error("Blank canvas"),
+                    **sp.SERVING_ERRORS,
                 },
             }
         },
@@ -42,7 +32,7 @@ SPEC = {
                                "error for that image alone. The whole request is refused "
                                "only when its body is (too large, too many images, no "
                                "array) or when nothing could answer (503, 504).",
-                "requestBody": {"required": True, "content": json_content({
+                "requestBody": {"required": True, "content": sp.json_content({
                     "type": "object",
                     "required": ["images"],
                     "properties": {"images": {
@@ -54,11 +44,11 @@ SPEC = {
                     }},
                 })},
                 "responses": {
-                    "200": answer("One result per image, in order", "Batch"),
-                    "400": error("Malformed body, or no images array"),
-                    "413": error("Body too large, or more than BATCH_MAX_IMAGES images"),
-                    "415": error("Not JSON"),
-                    **SERVING_ERRORS,
+                    "200": sp.answer("One result per image, in order", "Batch"),
+                    "400": sp.error("Malformed body, or no images array"),
+                    "413": sp.error("Body too large, or more than BATCH_MAX_IMAGES images"),
+                    "415": sp.error("Not JSON"),
+                    **sp.SERVING_ERRORS,
                 },
             }
         },
@@ -87,9 +77,9 @@ SPEC = {
             "required": ["digit", "confidence", "probabilities", "not_a_digit", "is_digit",
                          "model_version"],
             "properties": {
-                "digit": DIGIT,
-                "confidence": UNIT,
-                "probabilities": PROBABILITIES,
+                "digit": sp.DIGIT,
+                "confidence": sp.UNIT,
+                "probabilities": sp.PROBABILITIES,
                 "not_a_digit": {
                     "type": ["number", "null"], "minimum": 0, "maximum": 1,
                     "description": "the model's score that the drawing is not a digit; null "
