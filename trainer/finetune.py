@@ -44,7 +44,7 @@ class FinetuneHyper:
     batch_size: int = 64
     learning_rate: float = 5e-4
     repeat: int = 3  # each feedback image this many times an epoch (differently augmented)
-    replay: float = 3.0  # MNIST replay images per feedback image, each epoch
+    replay: float = 9.0  # MNIST replay images per feedback image, each epoch
     min_replay: int = 3000  # at least this many, however little feedback there is
     negatives: int = 0  # not-a-digit replay per epoch for an 11-output model (0: auto)
     blend: float = 0.0  # weight of the trained weights against the base's (0: chosen)
