@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 from digits.settings import ROOT
-from digits.stack import Stack
 from tools.load import drawing_bodies, http, run_wrk, warm_up, write_wrk_inputs, wrk_binary
-from tools.procs import cpu_seconds, interrupt_on_sigterm, parse_env
+from tools.procs import cpu_seconds, interrupt_on_sigterm, measured_stack, parse_env
 
 
 def log(text: str) -> None:
@@ -137,24 +136,14 @@ def main(argv=None) -> int:
     log(f"{len(drawings)} canvas drawings in {time.perf_counter() - started:.1f} s")
     env = {"RATE_LIMIT": "", "BATCH_MAX_IMAGES": str(max(args.batch, 64)),
            **parse_env(args.env)}
-    stack = None
     try:
-        if args.url:
-            url, pgids = args.url.rstrip("/"), None
-        else:
-            stack = Stack(workers=args.workers, env=env, log_dir=args.work / "stack",
-                          model_dir=tempfile.mkdtemp(prefix="digits-bench-batch-models-"))
-            log(f"starting a private stack ({args.workers} workers, env {env})...")
-            stack.start(wait=300)
-            url = stack.url
-            pgids = [proc.pid for _, proc in stack.processes()]
-        result = measure(url, args, pgids, drawings)
+        with measured_stack(args.url, args.workers, env, args.work / "stack", say=log) as (
+                url, stack):
+            pgids = [proc.pid for _, proc in stack.processes()] if stack else None
+            result = measure(url, args, pgids, drawings)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
-    finally:
-        if stack:
-            stack.stop()
     result.update(url=args.url or "private stack", workers=None if args.url else args.workers,
                   env=None if args.url else env, batch=args.batch, concurrency=args.c,
                   duration_s=args.duration, rounds=args.rounds, n_drawings=len(drawings),

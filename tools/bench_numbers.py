@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 from digits.settings import ROOT
-from digits.stack import Stack
 from tools.load import drawing_bodies, http, png_body, run_wrk, write_wrk_inputs, wrk_binary
-from tools.procs import interrupt_on_sigterm, parse_env
+from tools.procs import interrupt_on_sigterm, measured_stack, parse_env
 
 TARGETS = {"p50_ms_c1": 15.0, "numbers_per_s_c32": 150.0}
 
@@ -98,42 +97,31 @@ def main(argv=None) -> int:
         f"each on average")
     script = write_wrk_inputs([b for b, _ in bodies], work / "bodies")
     env = {"RATE_LIMIT": "", **parse_env(args.env)}
-    stack = None
     try:
-        if args.url:
-            url = args.url.rstrip("/")
-        else:
-            stack = Stack(workers=args.workers, env=env, log_dir=work / "stack",
-                          model_dir=tempfile.mkdtemp(prefix="digits-bench-numbers-models-"))
-            log(f"starting a private stack ({args.workers} workers, env {env})...")
-            stack.start(wait=300)
-            url = stack.url
-        checked = check(url, bodies)
-        log(f"checked: {checked}")
-        runs, reference = [], []
-        for c in levels:
-            result = run_wrk("numbers", url, c, args.duration, script, work / "bodies",
-                             len(bodies), work, path="/predict/number")
-            runs.append(result)
-            log(f"/predict/number c={c:3d}: {result['rps']:8.1f} numbers/s  p50 "
-                f"{result['p50_ms']} ms  p90 {result['p90_ms']} ms  p99 {result['p99_ms']} ms"
-                f"  errors {result['errors']}")
-        if args.data:
-            singles = [b for b, _ in drawing_bodies(args.data, args.n)]
-            single_script = write_wrk_inputs(singles, work / "singles")
+        with measured_stack(args.url, args.workers, env, work / "stack", say=log) as (url, _):
+            checked = check(url, bodies)
+            log(f"checked: {checked}")
+            runs, reference = [], []
             for c in levels:
-                result = run_wrk("predict", url, c, args.duration, single_script,
-                                 work / "singles", len(singles), work, path="/predict")
-                reference.append(result)
-                log(f"/predict        c={c:3d}: {result['rps']:8.1f} req/s      p50 "
-                    f"{result['p50_ms']} ms  p90 {result['p90_ms']} ms  p99 "
-                    f"{result['p99_ms']} ms  errors {result['errors']}")
+                result = run_wrk("numbers", url, c, args.duration, script, work / "bodies",
+                                 len(bodies), work, path="/predict/number")
+                runs.append(result)
+                log(f"/predict/number c={c:3d}: {result['rps']:8.1f} numbers/s  p50 "
+                    f"{result['p50_ms']} ms  p90 {result['p90_ms']} ms  p99 {result['p99_ms']} ms"
+                    f"  errors {result['errors']}")
+            if args.data:
+                singles = [b for b, _ in drawing_bodies(args.data, args.n)]
+                single_script = write_wrk_inputs(singles, work / "singles")
+                for c in levels:
+                    result = run_wrk("predict", url, c, args.duration, single_script,
+                                     work / "singles", len(singles), work, path="/predict")
+                    reference.append(result)
+                    log(f"/predict        c={c:3d}: {result['rps']:8.1f} req/s      p50 "
+                        f"{result['p50_ms']} ms  p90 {result['p90_ms']} ms  p99 "
+                        f"{result['p99_ms']} ms  errors {result['errors']}")
     except KeyboardInterrupt:
         log("interrupted")
         return 130
-    finally:
-        if stack:
-            stack.stop()
     by_c = {r["concurrency"]: r for r in runs}
     summary = {
         "p50_ms_c1": by_c[1]["p50_ms"] if 1 in by_c else None,

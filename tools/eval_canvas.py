@@ -24,7 +24,7 @@ from pathlib import Path
 
 from digits.settings import ROOT, is_set
 from tools.load import png_body
-from tools.procs import interrupt_on_sigterm, stack_settings
+from tools.procs import interrupt_on_sigterm, measured_stack, stack_settings
 
 RETRY_STATUSES = (429, 503)
 
@@ -157,31 +157,17 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    stack = None
-    url = (args.url or "").rstrip("/")
-    if not url:
-        from digits.stack import Stack
-
-        interrupt_on_sigterm()
-        # A fresh copy of the shipped model unless MODEL_DIR says otherwise: a long-lived
-        # var/models may still hold an older default.
-        import tempfile
-
-        models = (stack_settings({}).MODEL_DIR if is_set("MODEL_DIR")
-                  else tempfile.mkdtemp(prefix="digits-eval-models-"))
-        stack = Stack(workers=args.workers, env={"RATE_LIMIT": ""}, model_dir=models)
+    interrupt_on_sigterm()
+    # A fresh copy of the shipped model unless MODEL_DIR says otherwise: a long-lived
+    # var/models may still hold an older default.
+    models = stack_settings({}).MODEL_DIR if is_set("MODEL_DIR") else None
     try:
-        if stack:
-            print(f"starting a private stack ({args.workers} workers)...", flush=True)
-            stack.start(wait=300)
-            url = stack.url
-        result = evaluate(url, drawings, args.threads)
+        with measured_stack(args.url, args.workers, {"RATE_LIMIT": ""},
+                            model_dir=models) as (url, _):
+            result = evaluate(url, drawings, args.threads)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        if stack:
-            stack.stop()
 
     result.update(
         url=args.url or "private stack",

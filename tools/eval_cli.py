@@ -26,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from digits.settings import ROOT
 from tools.canvas_set import STYLES
-from tools.procs import interrupt_on_sigterm
+from tools.procs import interrupt_on_sigterm, measured_stack
 
 LABEL = re.compile(r"_(\d)\.png$")
 
@@ -101,28 +102,18 @@ def main(argv=None) -> int:
     interrupt_on_sigterm()
     folders = {style: drawings(args.data, args.n, args.seed, style) for style in styles}
     work = Path(tempfile.mkdtemp(prefix="digits-eval-cli-"))
-    stack = None
     result = {"url": args.url or "private stack", "n": args.n, "seed": args.seed,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "styles": {}}
+    say = partial(print, file=sys.stderr, flush=True)
     try:
-        url = (args.url or "").rstrip("/")
-        if not url:
-            from digits.stack import Stack
-
-            stack = Stack(workers=args.workers, env={"RATE_LIMIT": ""}, log_dir=work / "logs",
-                          model_dir=tempfile.mkdtemp(prefix="digits-eval-cli-models-"))
-            print(f"starting a private stack ({args.workers} workers)...", file=sys.stderr,
-                  flush=True)
-            stack.start(wait=300)
-            url = stack.url
-        for style, folder in folders.items():
-            result["styles"][style] = label_folder(folder, url, work, extra)
+        with measured_stack(args.url, args.workers, {"RATE_LIMIT": ""}, work / "logs",
+                            say=say) as (url, _):
+            for style, folder in folders.items():
+                result["styles"][style] = label_folder(folder, url, work, extra)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        if stack:
-            stack.stop()
         shutil.rmtree(work, ignore_errors=True)
     path = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -327,3 +327,25 @@ def log_counts(folder: Path, patterns: dict[str, str]) -> dict[str, dict[str, in
         if counts:
             found[name] = counts
     return found
+
+
+# -- the stack a tool measures -------------------------------------------------------------------
+@contextlib.contextmanager
+def measured_stack(url: str | None, workers: int, env: dict, log_dir: Path | None = None,
+                   model_dir: str | os.PathLike | None = None, say: Callable = print):
+    """Yields (url, stack): ``url`` and None when one is given; else a private Stack
+    (``workers``, ``env``) started here on ``model_dir`` (default: a fresh copy of the
+    shipped model) and stopped when the block ends, however it ends."""
+    if url:
+        yield url.rstrip("/"), None
+        return
+    import tempfile
+
+    stack = Stack(workers=workers, env=env, log_dir=log_dir,
+                  model_dir=model_dir or tempfile.mkdtemp(prefix="digits-tool-models-"))
+    say(f"starting a private stack ({workers} workers, env {env})...")
+    try:
+        stack.start(wait=300)
+        yield stack.url, stack
+    finally:
+        stack.stop()
