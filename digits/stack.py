@@ -210,12 +210,13 @@ class Stack:
         if self.api:
             yield "api", self.api
 
-    def tail(self, name: str, lines: int = 40) -> str:
+    def tail(self, name: str, lines: int | None = 40) -> str:
+        """The last ``lines`` lines of a process's log (None: all of it)."""
         path = self.log_dir / f"{name}.log"
         if not path.exists():
             return f"({name}: no log)"
-        return f"--- {name} ---\n" + "\n".join(
-            path.read_text(errors="replace").splitlines()[-lines:])
+        kept = path.read_text(errors="replace").splitlines()
+        return f"--- {name} ---\n" + "\n".join(kept[-lines:] if lines else kept)
 
     @staticmethod
     def _end(proc: subprocess.Popen, timeout: float, kill: bool = False) -> None:

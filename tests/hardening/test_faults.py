@@ -227,7 +227,7 @@ def test_sigterm_under_load_drains_and_exits(tmp_path, stacks):
             o, summary(before))
     # Later requests find the door shut (connection refused/reset) or get a clean answer.
     assert all(o.status in (None, 200, 503) for o in after), summary(after)
-    assert "taking tasks for" in s.tail("worker1", 400)
+    assert "taking tasks for" in s.tail("worker1", None)
 
 
 def test_sigterm_with_redis_down_exits(tmp_path, stacks):
@@ -329,7 +329,7 @@ def test_broken_model_versions_are_rejected(tmp_path, stacks):
     outcomes = load.records
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
     assert {o.body["model_version"] for o in outcomes} == {serving}, summary(outcomes)
-    log = s.tail("worker1", 400)
+    log = s.tail("worker1", None)  # all of it: the load writes a line per batch
     assert log.count("rejected model version") >= len(breakages), log
     beats = faults.heartbeats(client)
     assert beats and all(h["model_version"] == serving and h["model_loaded"] for h in beats)
