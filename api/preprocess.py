@@ -57,6 +57,7 @@ _JSON_TYPES = {
 }
 _LEVELS = np.arange(256, dtype=np.float32)
 _NUMPY_PIXELS = 1 << 20
+_INDEX = np.arange(SIZE, dtype=np.float64)  # row and column numbers of a fitted digit
 
 
 def _blank() -> ApiError:
@@ -332,12 +333,12 @@ def centred(ink_image: Image.Image) -> np.ndarray:
     20x20 box keeping its aspect, centred by mass. 422 blank_image if it has none."""
     digit = _fit(ink_image)
     rows, cols = digit.shape
-    row_mass = digit.sum(axis=1, dtype=np.float64)
-    mass = row_mass.sum()
+    row_mass = np.add.reduce(digit, axis=1, dtype=np.float64)
+    mass = np.add.reduce(row_mass)
     if mass <= 0:
         raise _blank()
-    cy = row_mass @ np.arange(rows) / mass
-    cx = digit.sum(axis=0, dtype=np.float64) @ np.arange(cols) / mass
+    cy = row_mass @ _INDEX[:rows] / mass
+    cx = np.add.reduce(digit, axis=0, dtype=np.float64) @ _INDEX[:cols] / mass
     top = min(max(round(CENTRE - cy), 0), SIZE - rows)
     left = min(max(round(CENTRE - cx), 0), SIZE - cols)
     out = np.zeros((SIZE, SIZE), dtype=np.uint8)

@@ -1,8 +1,9 @@
 """The ink's pieces, and candidate cuts through pieces that may hold touching digits.
 
 numpy only (api/segment.py uses it in the API process). ``label`` finds 8-connected
-pieces of a mask from its horizontal runs; ``cuts`` finds, for every piece wide
-enough to hold two digits, the seams along which it may part into digits.
+pieces of a mask from its horizontal runs (``survey``: with their boxes, sizes and the
+stroke width); ``cuts`` finds, for every piece wide enough to hold two digits, the
+seams along which it may part into digits.
 """
 
 from __future__ import annotations
@@ -28,22 +29,27 @@ DIAGONAL_COST = 0.1  # per column a seam moves sideways, in pixels of ink
 def _runs(mask: np.ndarray):
     """Horizontal runs of True: rows, starts, ends (exclusive), in raster order."""
     h, w = mask.shape
-    padded = np.zeros((h, w + 2), np.int8)
+    padded = np.zeros((h, w + 2), bool)
     padded[:, 1:-1] = mask
-    d = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(d == 1)
-    _, ends = np.nonzero(d == -1)
-    return rows, starts, ends
+    # Where the ink starts or stops: each run's start, then its end, in raster order.
+    rows, cols = np.nonzero(padded[:, 1:] != padded[:, :-1])
+    return rows[::2], cols[::2], cols[1::2]
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected components: (labels (h, w) int32, 0 = background; count)."""
-    h, w = mask.shape
-    rows, starts, ends = _runs(mask)
+    labels, count, _ = _label(mask.shape, _runs(mask))
+    return labels, count
+
+
+def _label(shape: tuple[int, int], runs) -> tuple[np.ndarray, int, np.ndarray]:
+    """label, from the mask's runs (_runs); also each run's component (0..count-1)."""
+    h, w = shape
+    rows, starts, ends = runs
     n = len(rows)
     labels = np.zeros((h, w), np.int32)
     if not n:
-        return labels, 0
+        return labels, 0, np.zeros(0, np.int64)
     stride = w + 2
     lo = np.searchsorted(rows * stride + ends, (rows + 1) * stride + starts, "left")
     hi = np.searchsorted(rows * stride + starts, (rows + 1) * stride + ends, "right")
@@ -63,21 +69,41 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
             if np.array_equal(jumped, root):
                 break
             root = jumped
-    _, comp = np.unique(root, return_inverse=True)
+    # A root is its component's first run and points at itself: numbering the roots in
+    # order numbers the components as np.unique(root) would, without sorting.
+    comp = np.cumsum(root == np.arange(n))[root] - 1
     lengths = ends - starts
     pixel_rows = np.repeat(rows, lengths)
     pixel_cols = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(
         lengths.sum())
     labels[pixel_rows, pixel_cols] = np.repeat(comp + 1, lengths)
-    return labels, int(comp.max()) + 1
+    return labels, int(comp.max()) + 1, comp
 
 
-def stroke_width(mask: np.ndarray) -> float:
+def survey(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, float]:
+    """label, boxes, each label's pixel count and stroke_width at once: (labels, count,
+    boxes, sizes, stroke), all from one pass over the mask's runs."""
+    runs = _runs(mask)
+    labels, count, comp = _label(mask.shape, runs)
+    rows, starts, ends = runs
+    extents = np.empty((count, 4), np.int64)
+    extents[:, :2] = np.iinfo(np.int64).max
+    extents[:, 2:] = -1
+    np.minimum.at(extents[:, 0], comp, starts)
+    np.minimum.at(extents[:, 1], comp, rows)
+    np.maximum.at(extents[:, 2], comp, ends)
+    np.maximum.at(extents[:, 3], comp, rows + 1)
+    sizes = np.bincount(comp, ends - starts, minlength=count).astype(np.int64)
+    return labels, count, extents, sizes, stroke_width(mask, runs)
+
+
+def stroke_width(mask: np.ndarray, runs=None) -> float:
     """The typical stroke width: the median run across the ink, the smaller of
-    the horizontal and the vertical median (a bar is long one way only)."""
+    the horizontal and the vertical median (a bar is long one way only). ``runs``:
+    the mask's horizontal runs (_runs), when they are already found."""
     widths = []
-    for m in (mask, mask.T):
-        _, starts, ends = _runs(m)
+    for found in (_runs(mask) if runs is None else runs, _runs(mask.T)):
+        _, starts, ends = found
         if len(starts):
             widths.append(float(np.median(ends - starts)))
     return max(1.0, min(widths)) if widths else 1.0
@@ -126,75 +152,120 @@ def cuts(pieces: list, work: np.ndarray, height: float, stroke: float) -> list:
         offsets.append(at)
         at += pieces[i].box[2] - pieces[i].box[0] + 1  # and a wall
     energy = np.zeros((rows, at))
+    own = np.zeros((rows, at), bool)
     walls = np.zeros(at, bool)
     for i, offset in zip(wanted, offsets, strict=True):
         x0, y0, x1, y1 = pieces[i].box
+        own[y0:y1, offset : offset + x1 - x0] = pieces[i].own
         energy[y0:y1, offset : offset + x1 - x0] = np.where(
             pieces[i].own, work[y0:y1, x0:x1] * (1 / 255), 0.0)
         walls[offset + x1 - x0] = True
     energy[:, walls] = 1e9  # no seam crosses from one piece into the next
-    down, steps_down = _seam_table(energy)
-    up, steps_up = _seam_table(energy[::-1])
-    up, steps_up = up[::-1], steps_up[::-1]
+    # Both passes in one sweep: the strip and the strip upside down, side by side (the
+    # strip ends with a wall, so no seam crosses from one into the other).
+    table, steps = _seam_table(np.concatenate((energy, energy[::-1]), axis=1))
+    down, steps_down = table[:, :at], steps[:, :at]
+    up, steps_up = table[::-1, at:], steps[::-1, at:]
     through = down + up - energy
-    steps_down, steps_up = steps_down.tolist(), steps_up.tolist()
-    paths, costs, piece_of = [], [], []
+    # The rows each piece's seams are sought through (SEAM_ROWS): in every piece's
+    # columns, row j of ``lines`` holds the costs along its j-th row.
+    picked = np.zeros((len(SEAM_ROWS), at), np.int64)
+    sought = np.zeros((len(SEAM_ROWS), at), bool)
     for i, offset in zip(wanted, offsets, strict=True):
         x0, y0, x1, y1 = pieces[i].box
-        picked = sorted({y0 + min(y1 - y0 - 1, int(f * (y1 - y0))) for f in SEAM_ROWS})
-        lines = through[picked, offset : offset + x1 - x0]
-        low = lines <= MAX_CROSSINGS * stroke
-        low[:, 1:] &= lines[:, 1:] <= lines[:, :-1]
-        low[:, :-1] &= lines[:, :-1] <= lines[:, 1:]
-        which, cols = np.nonzero(low)
-        values = lines[which, cols]
-        # The pixels of one seam all have its cost: one start per seam.
-        _, first = np.unique(np.round(values, 6), return_index=True)
-        for k in first[:MAX_TRACES].tolist():  # np.unique sorts: cheapest first
-            paths.append(_trace(steps_down, steps_up, picked[which[k]], offset + cols[k]))
-            costs.append(values[k] / stroke)
-            piece_of.append(i)
-    if not paths:
+        mine = sorted({y0 + min(y1 - y0 - 1, int(f * (y1 - y0))) for f in SEAM_ROWS})
+        picked[: len(mine), offset : offset + x1 - x0] = np.array(mine)[:, None]
+        sought[: len(mine), offset : offset + x1 - x0] = True
+    lines = through[picked, np.arange(at)]
+    # The walls cost more than any seam: a piece's first and last columns have no
+    # neighbour to beat.
+    low = sought & (lines <= MAX_CROSSINGS * stroke)
+    low[:, 1:] &= lines[:, 1:] <= lines[:, :-1]
+    low[:, :-1] &= lines[:, :-1] <= lines[:, 1:]
+    which, cols = np.nonzero(low)
+    values = lines[which, cols]
+    # The pixels of one seam all have its cost: one start per seam, the first found,
+    # cheapest first in each piece (a stable sort, as np.unique's with return_index).
+    widths = [pieces[i].box[2] - pieces[i].box[0] + 1 for i in wanted]
+    owner = np.repeat(np.arange(len(wanted)), widths)[cols]  # index into wanted
+    rounded = np.round(values, 6)
+    order = np.lexsort((rounded, owner))
+    rounded, owner = rounded[order], owner[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (rounded[1:] != rounded[:-1]) | (owner[1:] != owner[:-1])
+    order, owner = order[first], owner[first]
+    rank = np.arange(len(order)) - np.searchsorted(owner, owner)  # in its piece
+    chosen, owner = order[rank < MAX_TRACES], owner[rank < MAX_TRACES]
+    if not len(chosen):
         return out
-    paths, costs, piece_of = np.array(paths), np.array(costs), np.array(piece_of)
+    which, cols = which[chosen], cols[chosen]
+    paths = _trace(steps_down, steps_up, picked[which, cols], cols)
+    costs = values[chosen] / stroke
     least = MIN_DIGIT_MASS * height * stroke
-    for i, offset in zip(wanted, offsets, strict=True):
-        mine = np.flatnonzero(piece_of == i)
+    # The ink of the strip left of each column, row by row: the ink of a part between
+    # two columns is a difference of two lookups, with no mask per part. A seam never
+    # crosses a wall, so the part left of it (its own column included) and the part
+    # right of it are its piece's own, for every seam of every piece at once (the rows
+    # outside a piece's box hold none of its ink).
+    before = np.zeros((at + 1, rows), np.int64)  # column by column: whole rows to gather
+    np.cumsum(own.T, axis=0, out=before[1:])
+    ends = np.array([(offset, offset + width - 1)
+                     for offset, width in zip(offsets, widths, strict=True)])
+    seam_ink = before[paths + 1, np.arange(rows)]
+    piece_ends = before[ends[owner]]  # (seams, 2, rows)
+    parts = np.concatenate((seam_ink - piece_ends[:, 0], piece_ends[:, 1] - seam_ink))
+    ok = np.flatnonzero(_digit_like(parts, height, least).reshape(2, -1).all(axis=0))
+    # The seams are in piece order: each piece's are one slice of them.
+    groups = np.searchsorted(owner[ok], np.arange(len(wanted) + 1)).tolist()
+    for n, (i, (offset, end)) in enumerate(zip(wanted, ends.tolist(), strict=True)):
+        mine = ok[groups[n] : groups[n + 1]]
         if len(mine):
-            x0, y0, x1, y1 = pieces[i].box
-            out[i] = _keep(pieces[i].own, paths[mine, y0:y1] - offset + 1, costs[mine],
-                           height, least)
+            y0, y1 = pieces[i].box[1::2]
+            out[i] = _keep(before[offset : end + 1, y0:y1],
+                           paths[mine, y0:y1] - offset + 1, costs[mine], height, least)
     return out
 
 
-def _keep(own: np.ndarray, cuts: np.ndarray, costs: np.ndarray, height: float,
+def _keep(before: np.ndarray, cuts: np.ndarray, costs: np.ndarray, height: float,
           least: float) -> list:
-    """The cuts worth keeping, cheapest first (see _cuts), as [(cut, cost)] left to right.
-    A cut's column in each row is the first one of its right part."""
-    rows, width = own.shape
-    columns = np.arange(width)
-    left = own[None] & (columns[None, None] < cuts[:, :, None])
-    ok = _digit_like(left, height, least) & _digit_like(own[None] & ~left, height, least)
+    """The cuts worth keeping, cheapest first (see cuts), as [(cut, cost)] left to right.
+    ``before``: the piece's own ink left of each column 0..width, row by row (width + 1,
+    rows), give or take a constant per row (only differences count); ``cuts``: the
+    candidates whose two parts both look like digits, cheapest first. A cut's column
+    in each row is the first one of its right part (1..width)."""
+    width, rows = before.shape[0] - 1, before.shape[1]
     budget = max(1, round(width / (CUT_SPACING * height)))
-    full = np.full(rows, width, np.int64)
+    if budget == 1 or len(cuts) == 1:  # the cheapest, which is always kept
+        return [(cuts[0], float(costs[0]))]
+    every_row = np.arange(rows)
+    centres = cuts.mean(axis=1)
+    zeros, full = np.zeros(rows, np.int64), np.full(rows, width, np.int64)
     found = []  # (cut, cost, mean column), left to right
-    for k in np.flatnonzero(ok).tolist():
-        if len(found) >= budget:
-            break
-        cut = np.clip(cuts[k], 0, width)
-        if any(np.abs(cut - f[0]).mean() < SEAM_SPACING * height for f in found):
-            continue
-        centre = float(cut.mean())
-        at = sum(1 for f in found if f[2] < centre)
-        lo = found[at - 1][0] if at else np.zeros(rows, np.int64)
-        hi = found[at][0] if at < len(found) else full
-        cut = np.clip(cut, lo, hi)  # cuts never cross
-        if found:  # the parts it makes between the cuts kept must look like digits too
-            parts = np.stack([own & (columns >= a[:, None]) & (columns < b[:, None])
-                              for a, b in ((lo, cut), (cut, hi))])
-            if not _digit_like(parts, height, least).all():
-                continue
-        found.insert(at, (cut, float(costs[k]), centre))
+    # Cheapest first, a cut is kept unless it comes near one kept, or the parts it
+    # makes between those kept do not look like digits. The cuts kept change only
+    # when one is kept, so every candidate left is tried against them at once, and
+    # the first that passes is the one a loop over them would keep.
+    waiting = np.arange(len(cuts))
+    while len(waiting) and len(found) < budget:
+        if found:
+            bounds = np.stack([zeros, *(f[0] for f in found), full])
+            at = np.searchsorted([f[2] for f in found], centres[waiting])  # kept on its left
+            lo, hi = bounds[at], bounds[at + 1]
+            kept = np.clip(cuts[waiting], lo, hi)  # cuts never cross
+            # The cuts kept never cross, so lo <= kept <= hi in every row.
+            ink = np.diff(before[np.stack((lo, kept, hi)), every_row], axis=0)
+            passes = _digit_like(ink.reshape(-1, rows), height, least).reshape(2, -1).all(axis=0)
+            passes &= (np.abs(cuts[waiting, None] - bounds[None, 1:-1]).mean(axis=2)
+                       >= SEAM_SPACING * height).all(axis=1)
+            first = int(np.argmax(passes))
+            if not passes[first]:
+                break
+            k, cut, at = int(waiting[first]), kept[first], int(at[first])
+        else:
+            k, at = int(waiting[0]), 0
+            first, cut = 0, cuts[k]
+        found.insert(at, (cut, float(costs[k]), float(centres[k])))
+        waiting = waiting[first + 1 :]
     return [(cut, cost) for cut, cost, _ in found]
 
 
@@ -205,39 +276,73 @@ def _seam_table(energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     table = np.empty((rows, width + 2))
     table[:, 0] = table[:, -1] = np.inf  # walls either side
     table[0, 1:-1] = energy[0]
-    steps = np.zeros((rows, width), np.int8)
     side = np.empty(width)
-    for r in range(1, rows):
-        above, row = table[r - 1], table[r, 1:-1]
-        np.minimum(above[:-2], above[2:], out=side)
+    left, right, mid = table[:, :-2], table[:, 2:], table[:, 1:-1]
+    # Row by row (views made once: the rows are short, and the loop is overhead).
+    for above_left, above_right, above, row, cost in zip(
+            left[:-1], right[:-1], mid[:-1], mid[1:], energy[1:], strict=True):
+        np.minimum(above_left, above_right, out=side)
         side += DIAGONAL_COST
-        sideways = side < above[1:-1]
-        np.minimum(side, above[1:-1], out=row)
-        row += energy[r]
-        steps[r] = np.where(sideways, np.where(above[:-2] <= above[2:], -1, 1), 0)
+        np.minimum(side, above, out=row)
+        row += cost
+    # The steps depend on the row above only: all rows at once, once the table is done.
+    side = np.minimum(left[:-1], right[:-1])
+    side += DIAGONAL_COST
+    steps = np.zeros((rows, width), np.int8)
+    below = steps[1:]
+    # 1 where the right neighbour above is the cheaper, else -1 (a tie goes left); then
+    # 0 where the pixel straight above is cheaper than either plus DIAGONAL_COST.
+    np.greater(left[:-1], right[:-1], out=below.view(bool))
+    below *= 2
+    below -= 1
+    below *= side < mid[:-1]
     return table[:, 1:-1], steps
 
 
-def _trace(steps_down: list, steps_up: list, row: int, col: int) -> np.ndarray:
-    """The columns of the cheapest seam through (row, col): up the downward steps,
-    then down the upward ones."""
-    rows = len(steps_down)
-    path = [0] * rows
-    path[row] = c = col
-    for r in range(row, 0, -1):
-        c += steps_down[r][c]
-        path[r - 1] = c
-    c = col
-    for r in range(row, rows - 1):
-        c += steps_up[r][c]
-        path[r + 1] = c
-    return np.array(path)
+def _trace(steps_down: np.ndarray, steps_up: np.ndarray, rows: np.ndarray,
+           cols: np.ndarray) -> np.ndarray:
+    """(k, rows) the columns of the cheapest seams through (rows[k], cols[k]): up the
+    downward steps, then down the upward ones.
+
+    All seams walk together, one row a step, upwards and downwards at once; a walk
+    stays at its start column until it reaches the row its seam starts from.
+    """
+    height, width = steps_down.shape
+    k = len(cols)
+    columns = np.arange(width)
+    # Step i takes the upward walks from row height-1-i to the one above and the
+    # downward walks from row i to the one below, through one table per step: the
+    # upward walks index its first half, the downward ones its second.
+    tables = np.empty((height - 1, 2 * width), np.int64)
+    tables[:, :width] = columns + steps_down[:0:-1]
+    tables[:, width:] = columns + width + steps_up[:-1]
+    # The upward walks by their start row, then the downward ones: those that move at
+    # a step (upward from a row at or above their start's, downward from one at or
+    # below it) are one slice, which only grows from step to step.
+    order = np.argsort(rows, kind="stable")
+    starts = rows[order]
+    walks = np.empty((height, 2 * k), np.int64)
+    walks[:] = np.concatenate((cols[order], cols[order] + width))
+    step = np.arange(height - 1)
+    first = np.searchsorted(starts, height - 1 - step)  # the first upward walk moving
+    last = k + np.searchsorted(starts, step, "right")  # after the last downward one
+    for table, a, b, now, after in zip(tables, first.tolist(), last.tolist(), walks[:-1],
+                                       walks[1:], strict=True):
+        after[a:b] = table[now[a:b]]
+    # walks[i + 1, :k] is each upward walk in row height-2-i, walks[i + 1, k:] each
+    # downward one in row i+1, both the start column until the walk moves.
+    upward = walks[::-1, :k]  # rows 0..height-1 (the last: the start column)
+    downward = walks[:, k:] - width  # rows 0..height-1 (the first: the start column)
+    paths = np.empty((k, height), np.int64)
+    paths[order] = np.where(np.arange(height)[:, None] < starts, upward, downward).T
+    return paths
 
 
-def _digit_like(parts: np.ndarray, height: float, least: float) -> np.ndarray:
-    """Per part (k, rows, width): tall enough and inky enough to hold a digit."""
-    rows = parts.any(axis=2)
+def _digit_like(ink: np.ndarray, height: float, least: float) -> np.ndarray:
+    """Per part, from its ink in each row (k, rows): tall enough and inky enough to
+    hold a digit."""
+    rows = ink > 0
     tall = rows.shape[1] - np.argmax(rows[:, ::-1], axis=1) - np.argmax(rows, axis=1)
-    return rows.any(axis=1) & (tall >= SIDE_TALL * height) & (parts.sum(axis=(1, 2)) >= least)
+    return rows.any(axis=1) & (tall >= SIDE_TALL * height) & (ink.sum(axis=1) >= least)
 
 

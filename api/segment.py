@@ -43,7 +43,7 @@ from PIL import Image
 
 from api.errors import ApiError
 from api.preprocess import centred, ink
-from api.seams import MIN_DIGIT_MASS, boxes, cuts, label, stroke_width
+from api.seams import MIN_DIGIT_MASS, cuts, survey
 
 DEFAULT_MAX_DIGITS = 12
 WORK_HEIGHT = 64  # the ink is scaled (down only) so that it is about this tall
@@ -108,6 +108,8 @@ class Atom:
     own: np.ndarray  # bool, in its piece's box
     x0: int  # its columns, work coordinates
     x1: int
+    y0: int  # its rows, work coordinates
+    y1: int
     centre: float  # its mass' centre column
     mass: int  # pixels
     cut_before: float | None  # strokes crossed by the cut on its left, if any
@@ -161,14 +163,11 @@ def plan_ink(strength: np.ndarray, max_digits: int = DEFAULT_MAX_DIGITS,
     else:
         work, scale_xy = strength, (1.0, 1.0)
     mask = work >= LEVEL
-    labels, count = label(mask)
+    labels, count, extents, sizes, stroke = survey(mask)
     if not count:
         raise ApiError(422, "blank_image", "the image has no ink: draw a digit first")
-    extents = boxes(labels, count)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     heights = extents[:, 3] - extents[:, 1]
     longest = np.maximum(extents[:, 2] - extents[:, 0], heights)
-    stroke = stroke_width(mask)
     # A dab of the brush is a dot, not a digit; the digit height is that of the rest.
     keep = (longest >= DOT * stroke) & (sizes >= MIN_PIECE_PIXELS)
     if not keep.any():
@@ -194,10 +193,10 @@ def plan_ink(strength: np.ndarray, max_digits: int = DEFAULT_MAX_DIGITS,
     plan = Plan(np.zeros((0, 28, 28), np.uint8), [], atoms, height, stroke,
                 (float(scale_xy[0]), float(scale_xy[1])), origin, image_size, max_digits,
                 pieces, np.bincount([a.piece for a in atoms], minlength=len(pieces)).tolist())
-    strong = labels > 0
+    faint = ~mask  # the pixels of no piece, dot or speck
     crops = []
     for first, last, gaps in _runs_of_atoms(atoms, height):
-        candidate, crop = _candidate(plan, first, last, gaps, work, strong)
+        candidate, crop = _candidate(plan, first, last, gaps, work, faint)
         plan.candidates.append(candidate)
         crops.append(crop)
     plan.crops = np.stack(crops)
@@ -210,6 +209,11 @@ def plan_ink(strength: np.ndarray, max_digits: int = DEFAULT_MAX_DIGITS,
 def _atoms(index: int, piece: Piece, cuts: list) -> list[Atom]:
     """A piece as one atom, or as the parts between its cuts."""
     x0, y0, x1, y1 = piece.box
+    if not cuts:  # the whole piece, whose box is its pixels' own
+        weights = piece.own.sum(axis=0)
+        mass = int(weights.sum())
+        centre = float(weights @ np.arange(len(weights)) / mass)
+        return [Atom(index, piece.own.copy(), x0, x1, y0, y1, x0 + centre, mass, None, 0)]
     width = x1 - x0
     columns = np.arange(width)
     out: list[Atom] = []
@@ -217,18 +221,20 @@ def _atoms(index: int, piece: Piece, cuts: list) -> list[Atom]:
     crossing = None
     for path, crosses in [*cuts, (np.full(y1 - y0, width, np.int64), None)]:
         part = piece.own & (columns >= left[:, None]) & (columns < path[:, None])
-        out.append(_atom(index, x0, part, crossing, len(out)))
+        out.append(_atom(index, piece.box, part, crossing, len(out)))
         left, crossing = path, crosses
     return out
 
 
-def _atom(index, x0, part, crossing, order) -> Atom:
+def _atom(index, box, part, crossing, order) -> Atom:
+    x0, y0 = box[:2]
     weights = part.sum(axis=0)
     cols = np.flatnonzero(weights)
+    rows = np.flatnonzero(part.any(axis=1))
     mass = int(weights.sum())
     centre = float(weights @ np.arange(len(weights)) / mass)
-    return Atom(index, part, x0 + int(cols[0]), x0 + int(cols[-1]) + 1, x0 + centre, mass,
-                crossing, order)
+    return Atom(index, part, x0 + int(cols[0]), x0 + int(cols[-1]) + 1,
+                y0 + int(rows[0]), y0 + int(rows[-1]) + 1, x0 + centre, mass, crossing, order)
 
 
 # ---------------------------------------------------------------- candidates
@@ -258,33 +264,35 @@ def _runs_of_atoms(atoms: list[Atom], height: float):
 def candidate_mask(plan: Plan, first: int, last: int):
     """The pixels of atoms [first, last): (box x0, y0, x1, y1 in work coordinates, mask)."""
     members = plan.atoms[first:last]
-    boxes = [plan.pieces[a.piece].box for a in members]
-    fx0, fy0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    fx1, fy1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    mine = np.zeros((fy1 - fy0, fx1 - fx0), bool)
+    # The box of the atoms' pixels is the one around their own boxes.
+    x0, y0 = min(a.x0 for a in members), min(a.y0 for a in members)
+    x1, y1 = max(a.x1 for a in members), max(a.y1 for a in members)
+    mine = np.zeros((y1 - y0, x1 - x0), bool)
     for atom in members:
-        px0, py0, px1, py1 = plan.pieces[atom.piece].box
-        mine[py0 - fy0 : py1 - fy0, px0 - fx0 : px1 - fx0] |= atom.own
-    rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return (fx0 + x0, fy0 + y0, fx0 + x1, fy0 + y1), mine[y0:y1, x0:x1]
+        px0, py0 = plan.pieces[atom.piece].box[:2]
+        mine[atom.y0 - y0 : atom.y1 - y0, atom.x0 - x0 : atom.x1 - x0] |= atom.own[
+            atom.y0 - py0 : atom.y1 - py0, atom.x0 - px0 : atom.x1 - px0]
+    return (x0, y0, x1, y1), mine
 
 
-def _candidate(plan: Plan, first: int, last: int, gaps: float, work, strong):
-    """One candidate: its own ink in its box, through the MNIST recipe."""
+def _candidate(plan: Plan, first: int, last: int, gaps: float, work, faint):
+    """One candidate: its own ink in its box, through the MNIST recipe. ``faint``: the
+    pixels of work in no piece (nor dot, nor speck)."""
     members = plan.atoms[first:last]
     box, mine = candidate_mask(plan, first, last)
-    orders = {(a.piece, a.order) for a in members}
-    cuts = sum(a.cut_before for a in members
-               if a.cut_before is not None and (a.piece, a.order - 1) not in orders)
+    x0, y0, x1, y1 = box
     # Faint edge pixels next to its own ink belong to it; a neighbour's ink does not.
-    region = work[box[1] : box[3], box[0] : box[2]]
-    others = strong[box[1] : box[3], box[0] : box[2]] & ~mine
-    values = np.where(_grow(mine) & ~others, region, 0).astype(np.uint8)
-    sides = sum(1 for a in members if a.cut_before is not None
-                and (a.piece, a.order - 1) not in orders)
-    sides += sum(1 for a in members if (a.piece, a.order + 1) not in orders
-                 and a.order + 1 < plan.piece_atoms[a.piece])
+    keep = _grow(mine)
+    keep &= mine | faint[y0:y1, x0:x1]
+    values = work[y0:y1, x0:x1] * keep  # uint8
+    orders = {(a.piece, a.order) for a in members}
+    # The cuts on its sides: on the left of an atom whose left neighbour is not in it
+    # (their strokes crossed count), on the right of one whose right neighbour is not.
+    cut_left = [a.cut_before for a in members
+                if a.cut_before is not None and (a.piece, a.order - 1) not in orders]
+    cuts = sum(cut_left)
+    sides = len(cut_left) + sum(1 for a in members if (a.piece, a.order + 1) not in orders
+                                and a.order + 1 < plan.piece_atoms[a.piece])
     whole = all(sum(1 for a in members if a.piece == piece) == plan.piece_atoms[piece]
                 for piece in {a.piece for a in members})
     candidate = Candidate(first, last, box, {
@@ -298,7 +306,7 @@ def _candidate(plan: Plan, first: int, last: int, gaps: float, work, strong):
         "partial": 0.0 if whole else 1.0,
     })
     try:
-        crop = centred(Image.fromarray(values))
+        crop = centred(Image.frombuffer("L", values.shape[::-1], values, "raw", "L", 0, 1))
     except ApiError:  # too little ink to be a digit
         candidate.blank = True
         crop = np.zeros((28, 28), np.uint8)
