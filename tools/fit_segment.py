@@ -23,23 +23,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PURITY = 0.9
 COVERAGE = 0.85
-OWNER_LEVEL = 64  # alpha from which a canvas pixel belongs to a digit
-
-
-def owners(number) -> np.ndarray:
-    """(height, width) int: which digit's ink each canvas pixel is (-1: none)."""
-    width, height = _canvas_size(number)
-    best = np.zeros((height, width), np.uint8)
-    owner = np.full((height, width), -1, np.int16)
-    for i, (alpha, (x0, y0)) in enumerate(zip(number.alphas, number.meta["origins"],
-                                              strict=True)):
-        ys, xs = slice(max(y0, 0), min(y0 + alpha.shape[0], height)), slice(
-            max(x0, 0), min(x0 + alpha.shape[1], width))
-        patch = alpha[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
-        stronger = (patch >= OWNER_LEVEL) & (patch > best[ys, xs])
-        best[ys, xs] = np.where(stronger, patch, best[ys, xs])
-        owner[ys, xs] = np.where(stronger, i, owner[ys, xs])
-    return owner
 
 
 def _canvas_size(number) -> tuple[int, int]:
@@ -52,27 +35,11 @@ def _canvas_size(number) -> tuple[int, int]:
 
 def labels_of(plan, number) -> np.ndarray:
     """Per candidate, 1.0 if it is exactly one whole digit, else 0.0."""
-    owner = owners(number)
-    n = len(number.label)
-    (sx, sy), (ox, oy) = plan.scale, plan.origin
-    counts = np.zeros((len(plan.atoms), n + 1))
-    for k, atom in enumerate(plan.atoms):
-        x0, y0 = plan.pieces[atom.piece].box[:2]
-        ys, xs = np.nonzero(atom.own)
-        cx = np.clip((ox + (xs + x0 + 0.5) / sx).astype(int), 0, owner.shape[1] - 1)
-        cy = np.clip((oy + (ys + y0 + 0.5) / sy).astype(int), 0, owner.shape[0] - 1)
-        counts[k] = np.bincount(owner[cy, cx] + 1, minlength=n + 1)[: n + 1]
-    per_digit = counts[:, 1:].sum(axis=0)
-    out = np.zeros(len(plan.candidates))
-    for k, c in enumerate(plan.candidates):
-        mine = counts[c.first : c.last].sum(axis=0)
-        if mine.sum() == 0 or mine[1:].sum() == 0:
-            continue
-        d = int(np.argmax(mine[1:]))
-        purity = mine[1 + d] / mine.sum()
-        coverage = mine[1 + d] / max(per_digit[d], 1)
-        out[k] = float(purity >= PURITY and coverage >= COVERAGE)
-    return out
+    from trainer.numbers import candidate_ink, owners, whole_digit
+
+    owner = owners(number.alphas, number.meta["origins"], _canvas_size(number))
+    _, purity, coverage, _ = whole_digit(*candidate_ink(plan, owner, len(number.label)))
+    return ((purity >= PURITY) & (coverage >= COVERAGE)).astype(np.float64)
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:

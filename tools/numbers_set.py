@@ -39,32 +39,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tools.canvas_set import _edges, _skeleton
+from trainer.numbers import BASELINE_JITTER, GAPS, MARGIN, SIZE_JITTER, gap_class, lay_out
 
 VERSION = 3
 WIDTH, HEIGHT = 840, 280
 RENDER = 2  # supersampling for anti-aliased edges
-MARGIN = 8
 STYLES = (("mnist", 0.6), ("mouse", 0.25), ("font", 0.15))
 LENGTHS = tuple(range(1, 9))
 BRUSH = (8.0, 24.0)  # brush width in canvas pixels (the page's is 18)
 MAX_BRUSH_RATIO = 0.22  # brush at most this fraction of the digit height
 HEIGHT_RANGE = (0.4, 0.88)  # the number's digit height, fraction of the canvas height
-SIZE_JITTER = 0.12  # each digit's height: the number's times 1 +- this
-BASELINE_JITTER = 0.07  # each digit's bottom moves by +- this fraction of the height
-# Gap classes: (name, weight when the number is spaced, weight when it is crowded,
-# clearance range). Clearances are fractions of the digit height, or of the brush
-# width for the negative (touching, overlapping) ones.
-GAPS = (
-    ("wide", 0.25, 0.0, (0.3, 0.7), "height"),
-    ("normal", 0.5, 0.35, (0.08, 0.3), "height"),
-    ("tight", 0.25, 0.3, (0.02, 0.08), "height"),
-    ("touch", 0.0, 0.25, (-0.5, 0.0), "brush"),
-    ("cross", 0.0, 0.1, (-1.0, -0.5), "brush"),
-)
 MAX_ASPECT = 1.0  # a digit wider than tall is drawn lower, not wider than the row's height
 CROWDED = 0.5  # share of numbers drawn crowded (some pairs touch or overlap)
 WHITE_BACKGROUND = 0.2
-INK_LEVEL = 128  # alpha at least this is ink, for classifying pairs and boxes
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
 
 
@@ -228,37 +215,6 @@ def _tight(alpha: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- layout
 
 
-def _profile(alpha: np.ndarray, right: bool) -> np.ndarray:
-    """Per row, the rightmost (or leftmost) ink column; -1 (or a large value) if none."""
-    ink = alpha >= INK_LEVEL
-    if right:
-        last = ink.shape[1] - 1 - np.argmax(ink[:, ::-1], axis=1)
-        return np.where(ink.any(axis=1), last, -1)
-    return np.where(ink.any(axis=1), np.argmax(ink, axis=1), 1 << 20)
-
-
-def _gap_class(crowded: bool, rng: np.random.Generator):
-    weights = np.array([g[2] if crowded else g[1] for g in GAPS])
-    return GAPS[rng.choice(len(GAPS), p=weights / weights.sum())]
-
-
-def _pair_class(a: np.ndarray, b: np.ndarray) -> str:
-    """Two digits' full-canvas ink masks: touching, overlapping or separated."""
-    ca, cb = np.flatnonzero(a.any(axis=0)), np.flatnonzero(b.any(axis=0))
-    if not len(ca) or not len(cb):
-        return "separated"
-    lo, hi = max(ca[0], cb[0]) - 1, min(ca[-1], cb[-1]) + 1
-    if lo <= hi:
-        sa = np.pad(a[:, max(lo, 0) : hi + 1], 1)
-        grown = sa[1:-1, 1:-1].copy()
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                grown |= sa[1 + dy : sa.shape[0] - 1 + dy, 1 + dx : sa.shape[1] - 1 + dx]
-        if (grown & b[:, max(lo, 0) : hi + 1]).any():
-            return "touching"
-    return "overlapping" if ca[-1] >= cb[0] else "separated"
-
-
 def compose(label: str, rng: np.random.Generator, by_digit: dict[int, np.ndarray] | None,
             width: int = WIDTH, height: int = HEIGHT) -> Number:
     """One number drawn on a width x height canvas."""
@@ -280,7 +236,7 @@ def compose(label: str, rng: np.random.Generator, by_digit: dict[int, np.ndarray
         else:
             shapes.append(font_shape(d, rng))
     sizes = 1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER, n)
-    gaps = [_gap_class(crowded, rng) for _ in range(n - 1)]
+    gaps = [gap_class(crowded, rng) for _ in range(n - 1)]
     if crowded and n > 1 and all(g[0] not in ("touch", "cross") for g in gaps):
         gaps[rng.integers(n - 1)] = GAPS[3 + rng.integers(2)]
     fractions = [rng.uniform(*g[3]) for g in gaps]
@@ -313,72 +269,20 @@ def compose(label: str, rng: np.random.Generator, by_digit: dict[int, np.ndarray
         else:
             alphas.append(render_glyph(shape, h))
 
-    base = MARGIN + (usable_h + digit_h) / 2 + rng.uniform(-1, 1) * max(
-        0.0, (usable_h - digit_h * (1 + SIZE_JITTER + BASELINE_JITTER)) / 2)
-    tops, lefts = [], []
-    for i, alpha in enumerate(alphas):
-        bottom = base + rng.uniform(-BASELINE_JITTER, BASELINE_JITTER) * digit_h
-        top = int(round(min(max(bottom - alpha.shape[0], MARGIN),
-                            height - MARGIN - alpha.shape[0])))
-        tops.append(max(top, 0))
-        if i == 0:
-            lefts.append(0)
-            continue
-        prev, (_, _, _, _, unit) = alphas[i - 1], gaps[i - 1]
-        clearance = fractions[i - 1] * (digit_h if unit == "height" else brush)
-        # Shared rows: the previous digit's right edge against this one's left edge.
-        r_prev = np.full(height + 2 * max(a.shape[0] for a in alphas), -1)
-        l_this = np.full_like(r_prev, 1 << 20)
-        rp = _profile(prev, right=True)
-        r_prev[tops[i - 1] : tops[i - 1] + len(rp)] = np.where(rp >= 0, rp + lefts[i - 1], -1)
-        lp = _profile(alpha, right=False)
-        l_this[tops[i] : tops[i] + len(lp)] = lp
-        shared = (r_prev >= 0) & (l_this < 1 << 20)
-        if shared.any():
-            touch_at = int(np.max(r_prev[shared] - l_this[shared])) + 1
-        else:
-            touch_at = lefts[i - 1] + prev.shape[1]
-        lefts.append(touch_at + int(round(clearance)))
-        lefts[-1] = max(lefts[-1], lefts[i - 1] + 1)  # never behind its neighbour
-
-    span = max(lf + a.shape[1] for lf, a in zip(lefts, alphas, strict=True))
-    room = width - 2 * MARGIN - span
-    shift = MARGIN + (rng.uniform(0, room) if room > 0 else room / 2)
-    layers, boxes, origins = [], [], []
-    canvas = np.zeros((height, width), np.uint8)
-    for alpha, top, left in zip(alphas, tops, lefts, strict=True):
-        x0 = int(round(left + shift))
-        origins.append([x0, top])
-        layer = np.zeros((height, width), np.uint8)
-        ys, xs = slice(top, top + alpha.shape[0]), slice(max(x0, 0), x0 + alpha.shape[1])
-        layer[ys, xs] = alpha[: height - top, max(0, -x0) : max(0, -x0) + width - max(x0, 0)]
-        np.maximum(canvas, layer, out=canvas)
-        mask = layer >= INK_LEVEL
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        boxes.append([int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
-                      int(rows[-1] - rows[0] + 1)] if len(rows) else [0, 0, 0, 0])
-        layers.append(mask)
-    pairs = [_pair_class(layers[i], layers[i + 1]) for i in range(n - 1)]
-    if "touching" in pairs:
-        category = "touching"
-    elif "overlapping" in pairs:
-        category = "overlapping"
-    else:
-        category = "separated"
-
+    row = lay_out(alphas, gaps, fractions, digit_h, brush, rng, width, height)
     white = rng.random() < WHITE_BACKGROUND
     rgba = np.zeros((height, width, 4), np.uint8)
     if white:
-        rgba[..., :3] = (255 - canvas)[..., None]
+        rgba[..., :3] = (255 - row.canvas)[..., None]
         rgba[..., 3] = 255
     else:
-        rgba[..., 3] = canvas
+        rgba[..., 3] = row.canvas
     out = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(out, format="PNG", compress_level=1)
-    return Number(out.getvalue(), label, category, pairs, boxes, style,
+    return Number(out.getvalue(), label, row.category, row.pairs, row.boxes, style,
                   "white" if white else "transparent", round(brush, 1),
                   {"digit_height": round(digit_h, 1), "gaps": [g[0] for g in gaps],
-                   "origins": origins}, alphas)
+                   "origins": row.origins}, alphas)
 
 
 def mnist_by_digit(data_dir: str | Path) -> dict[int, np.ndarray]:

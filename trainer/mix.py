@@ -24,10 +24,12 @@ import numpy as np
 from trainer import render
 from trainer.data import Mnist
 
-# Rendered drawings per MNIST fit image, by family: 0.44 digits, 0.33 not digits.
+# Rendered drawings per MNIST fit image, by family: 0.44 digits, 0.33 not digits, and
+# 0.6 candidate digits of drawn numbers (about half of them not digits).
 SHARES = {
     "skeleton": 0.10, "hershey": 0.06, "font": 0.10, "mnist": 0.18,
     "letter": 0.09, "symbol": 0.07, "shape": 0.07, "scribble": 0.05, "several": 0.05,
+    "part": 0.6,
 }
 HELD_OUT_EVERY = 10  # every tenth rendered drawing is held out
 

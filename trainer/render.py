@@ -16,6 +16,9 @@ served. Sources (all deterministic given a seed; see ``FAMILIES``):
 * ``negative``: not-a-digit drawings, label ``NOT_A_DIGIT``: letters that do not pass
   for digits and symbols (from the training fonts and Hershey), geometric shapes,
   scribbles, and several digits in one box.
+* ``part``: the candidate digits the number endpoint cuts from crowded numbers drawn
+  with the renderers above (trainer/numbers.py): one digit with a neighbour's sliver
+  is that digit; two digits in one crop, or a fragment of one, are not digits.
 
 The evaluation families live in ``tools/canvas_families.py`` and use other fonts
 and other renderers, so that the canvas set measures drawings the model never saw.
@@ -35,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from api.errors import ApiError
+from trainer import numbers
 from trainer.drawing import (
     bounds,
     draw_strokes,
@@ -166,13 +170,17 @@ def font_digit(d: int, rng: np.random.Generator, fonts=TRAIN_FONTS) -> np.ndarra
 
 def mnist_digit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """An MNIST digit thinned to its centre line and drawn again with a round pen."""
+    return draw_strokes(mnist_strokes(image, rng), rng)
+
+
+def mnist_strokes(image: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """The centre line of an MNIST digit as pen strokes, slightly slanted and turned."""
     from trainer.skeleton import skeleton_points
 
     points = skeleton_points(image)  # (row, col)
     strokes = [points[path][:, ::-1] for path in chains(len(points), skeleton_edges(points))]
     strokes = strokes or [points[:1, ::-1]]
-    strokes = transform(strokes, random_affine(rng, slant=0.15, rotate_deg=6, aspect=0.15))
-    return draw_strokes(strokes, rng)
+    return transform(strokes, random_affine(rng, slant=0.15, rotate_deg=6, aspect=0.15))
 
 
 def skeleton_edges(points: np.ndarray) -> list[tuple[int, int]]:
@@ -308,6 +316,12 @@ FAMILIES = {
     "scribble": _negative_family(scribble),
     "several": _negative_family(several_digits),
 }
+# Families drawn a chunk at a time (one drawing gives several samples): name ->
+# draw(rng, count, items) -> (images, labels). Their items are MNIST training digits.
+CHUNK_FAMILIES = {
+    "part": lambda rng, count, items: numbers.part_crops(rng, count, items),
+}
+PART_POOL = 3000  # MNIST training digits each chunk of the part family redraws from
 DIGIT_FAMILIES = ("skeleton", "hershey", "font", "mnist")
 NEGATIVE_FAMILIES = ("letter", "symbol", "shape", "scribble", "several")
 
@@ -318,6 +332,8 @@ def render_chunk(task) -> tuple[np.ndarray, np.ndarray]:
     items, when given, holds the family's inputs for exactly those indices.
     """
     family, seed, start, stop, items = task
+    if family in CHUNK_FAMILIES:
+        return CHUNK_FAMILIES[family](family_rng(seed, family, start), stop - start, items)
     draw, label = FAMILIES[family]
     images = np.zeros((stop - start, 28, 28), np.uint8)
     labels = np.zeros(stop - start, np.int64)
@@ -356,15 +372,19 @@ def tasks_for(counts: dict[str, int], seed: int, mnist=None, chunk: int = 250) -
     """render_chunk tasks; the mnist family redraws mnist = (images, labels) in order."""
     tasks = []
     for family, n in counts.items():
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-        if family == "mnist" and n and (mnist is None or len(mnist[0]) == 0):
-            raise ValueError("the mnist family needs MNIST training images")
+        if family not in FAMILIES and family not in CHUNK_FAMILIES:
+            known = ", ".join([*FAMILIES, *CHUNK_FAMILIES])
+            raise ValueError(f"unknown family {family!r}; known: {known}")
+        if family in ("mnist", *CHUNK_FAMILIES) and n and (mnist is None or len(mnist[0]) == 0):
+            raise ValueError(f"the {family} family needs MNIST training images")
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             items = None
             if family == "mnist":
                 pick = np.arange(start, stop) % len(mnist[0])
+                items = (mnist[0][pick], mnist[1][pick])
+            elif family in CHUNK_FAMILIES:
+                pick = (np.arange(PART_POOL) + start * 7) % len(mnist[0])
                 items = (mnist[0][pick], mnist[1][pick])
             tasks.append((family, seed, start, stop, items))
     return tasks

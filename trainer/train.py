@@ -167,7 +167,10 @@ def calibration_report(raw, mix: Mix) -> dict:
     about it: ECE, and how many digits and not-digits a not-a-digit threshold flags."""
     from trainer.calibrate import ece, fit_temperature, threshold_for
 
-    digits = mix.y_held < 10
+    # Real digits: the part family's crops (a digit with a neighbour's sliver) are for
+    # the number endpoint, whose own score weighs the model's answers (api/segment.py).
+    drawings = mix.held_family != "part"
+    digits, negatives = drawings & (mix.y_held < 10), drawings & (mix.y_held >= 10)
     temperature = fit_temperature(raw[digits], mix.y_held[digits], mix.classes)
     served, not_a_digit = serve(raw, Outputs(mix.classes, temperature))
     right = served.argmax(1) == mix.y_held
@@ -178,16 +181,16 @@ def calibration_report(raw, mix: Mix) -> dict:
         "held_out_ece_15": round(ece(served.max(1)[digits], right[digits]), 5),
         "thresholds": {},
     }
-    if mix.classes > 10 and digits.any() and (~digits).any():
+    if mix.classes > 10 and digits.any() and negatives.any():
         for share in (0.005, 0.01):
             t = threshold_for(not_a_digit[digits], share)
             report["thresholds"][f"refusing {share:.1%} of held-out digits"] = {
                 "threshold": round(t, 6),
-                "negatives_flagged": round(float((not_a_digit[~digits] >= t).mean()), 6),
+                "negatives_flagged": round(float((not_a_digit[negatives] >= t).mean()), 6),
             }
         report["at_0.5"] = {
             "digits_flagged": round(float((not_a_digit[digits] >= 0.5).mean()), 6),
-            "negatives_flagged": round(float((not_a_digit[~digits] >= 0.5).mean()), 6),
+            "negatives_flagged": round(float((not_a_digit[negatives] >= 0.5).mean()), 6),
         }
     report["summary"] = (f"digit accuracy {report['held_out_digit_accuracy']}, "
                          f"ECE {report['held_out_ece_15']}, at 0.5: {report.get('at_0.5')}")
