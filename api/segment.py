@@ -58,29 +58,29 @@ MAX_WIDTH = 1.35  # a candidate wider than this (times the digit height) is two 
 MERGE_GAP = 0.12  # strokes further apart than this (times the height) are not one digit
 # The score scale at which exp(score) behaves as a probability over partitions
 # (fitted with WEIGHTS, for the whole-string confidence).
-SEGMENT_TEMPERATURE = 4.0
+SEGMENT_TEMPERATURE = 6.0
 # A candidate's score: WEIGHTS . FEATURES (see features), fitted by tools/fit_segment.py.
 WEIGHTS = {
-    "log_top": 1.7855,
-    "log_rest": -0.5041,
-    "log_second": -0.2349,
-    "one": -0.1360,
-    "wide": 4.5179,
-    "wide_over_75": -7.5604,
-    "wide_over_100": -11.1717,
-    "one_wide": 2.6510,
-    "whole_wide": -4.4407,
-    "short_of_75": -19.0415,
-    "short_of_60": 18.0143,
-    "light_short": -13.3852,
-    "gaps": -13.8505,
-    "cuts": -1.0724,
-    "sides": -0.1892,
-    "more_pieces": -1.7996,
-    "partial": -4.5797,
-    "log_digit": 1.3083,
-    "log_not_digit": -0.6288,
-    "bias": -3.0176,
+    "log_top": 1.3669,
+    "log_rest": -0.4773,
+    "log_second": -0.1352,
+    "one": -1.6029,
+    "wide": 2.0090,
+    "wide_over_75": -3.3711,
+    "wide_over_100": -15.7168,
+    "one_wide": 2.3733,
+    "whole_wide": -2.5795,
+    "short_of_75": -19.4058,
+    "short_of_60": 18.6532,
+    "light_short": -14.5990,
+    "gaps": -11.2468,
+    "cuts": 0.4852,
+    "sides": -0.8180,
+    "more_pieces": -1.3883,
+    "partial": -2.5317,
+    "log_digit": 1.0268,
+    "log_not_digit": -1.0952,
+    "bias": -2.3194,
 }
 
 

@@ -131,7 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body in bytes (413 above it).", A, minimum=1024),
     Setting("MAX_IMAGE_PIXELS", int, 4_000_000,
             "Largest decoded image, width x height (413 above it).", A, minimum=784),
-    Setting("NOT_A_DIGIT_THRESHOLD", float, 0.4,
+    Setting("NOT_A_DIGIT_THRESHOLD", float, 0.5,
             "`/predict` answers `is_digit: false` when the model's `not_a_digit` score is "
             "at or over this (over 1: never). The default refuses under 1% of real digits "
             "(docs/model.md).", A, minimum=0.0),

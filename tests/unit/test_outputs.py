@@ -98,7 +98,7 @@ def test_threshold_refuses_at_most_the_share_asked():
 
 
 def test_not_a_digit_threshold_setting():
-    assert load(environ={}).NOT_A_DIGIT_THRESHOLD == 0.4
+    assert load(environ={}).NOT_A_DIGIT_THRESHOLD == 0.5
     assert load(environ={"NOT_A_DIGIT_THRESHOLD": "0.8"}).NOT_A_DIGIT_THRESHOLD == 0.8
     assert load(environ={"NOT_A_DIGIT_THRESHOLD": "2"}).NOT_A_DIGIT_THRESHOLD == 2.0
     for bad in ("-0.1", "high"):
