@@ -4,10 +4,9 @@
  *   is repainted from them at the device's pixel density (crisp on high-DPI screens);
  *   the PNG sent to the API is always painted at 280x280 on a separate canvas, black
  *   ink on a transparent background.
- * - Live prediction: 200 ms after the last pointer move or stroke end. At most one
- *   request is in flight; each carries a sequence number and the drawing version it
- *   was made from, and an answer about an older drawing is dropped (the newer drawing
- *   is then sent instead).
+ * - Live prediction (web/live.js): 200 ms after the last pointer move or stroke end. At
+ *   most one request is in flight, and an answer about an older drawing is dropped
+ *   (the newer drawing is then sent instead).
  * - Every outcome of every request is written to #status (aria-live="polite").
  */
 "use strict";
@@ -16,8 +15,6 @@
   const SIZE = 280; // drawing coordinates and the exported PNG's side
   const LINE_WIDTH = 18;
   const INK = "#000";
-  const DEBOUNCE_MS = 200;
-  const REQUEST_TIMEOUT_MS = 15000; // the API answers 504 itself after ~5 s
   const MIN_STEP = 0.75; // ignore pointer moves shorter than this (drawing units)
 
   const MESSAGES = {
@@ -59,13 +56,6 @@
 
   const strokes = []; // each stroke: [[x, y], ...] in SIZE coordinates
   let active = null; // {id, stroke}: the stroke being drawn, if any
-  let version = 0; // bumped on every change to the drawing
-  let seq = 0; // sequence number of the last request sent
-  let discardBefore = 0; // answers to requests with seq < this are dropped (Clear)
-  let inFlight = null; // {seq, version, kind}
-  let wanted = null; // "live" | "manual": to send when the request in flight returns
-  let debounceTimer = 0;
-  let retryTimer = 0;
   let readyTimer = 0;
   let readyDelay = 2000;
   let notReadyShown = false; // the last outcome was a 503 (or /ready said so)
@@ -193,9 +183,8 @@
   }
 
   function drawingChanged() {
-    version++;
     queueRepaint();
-    scheduleLive();
+    live.changed();
   }
 
   // ------------------------------------------------------------------ actions
@@ -207,13 +196,11 @@
       return;
     }
     strokes.pop();
-    version++;
     queueRepaint();
     if (strokes.length) {
-      scheduleLive();
+      live.changed();
     } else {
-      cancelTimers();
-      discardBefore = seq + 1;
+      live.forget();
       resetResult();
       setStatus("Undone: the canvas is empty.");
     }
@@ -222,92 +209,28 @@
   function clearAll() {
     active = null;
     strokes.length = 0;
-    version++;
-    cancelTimers();
-    discardBefore = seq + 1; // any answer still on its way is about the old drawing
-    wanted = null;
+    live.forget();
     queueRepaint();
     resetResult();
     setStatus(MESSAGES.cleared);
   }
 
-  function cancelTimers() {
-    clearTimeout(debounceTimer);
-    clearTimeout(retryTimer);
-    debounceTimer = 0;
-    retryTimer = 0;
-  }
-
-  function scheduleLive() {
-    clearTimeout(debounceTimer);
-    debounceTimer = setTimeout(() => {
-      debounceTimer = 0;
-      request("live");
-    }, DEBOUNCE_MS);
-  }
-
   // ------------------------------------------------------------------ requests
 
-  /** Ask for a prediction now, or as soon as the request in flight returns. */
-  function request(kind) {
-    if (kind === "manual") {
-      clearTimeout(debounceTimer);
-      debounceTimer = 0;
-    }
-    if (kind === "live" && !strokes.length) return; // an empty canvas is not sent live
-    if (inFlight) {
-      if (wanted !== "manual") wanted = kind;
-      return;
-    }
-    send(kind);
-  }
+  const live = window.digits.live({
+    url: "/predict",
+    image: exportPng,
+    hasInk: () => strokes.length > 0,
+    onSend: (kind) => {
+      if (kind === "manual") setStatus(MESSAGES.working);
+    },
+    onAnswer: settle,
+  });
+  const request = live.request;
+  const readBody = window.digits.readBody;
 
-  function send(kind) {
-    clearTimeout(retryTimer);
-    retryTimer = 0;
-    const sent = { seq: ++seq, version, kind, image: exportPng() };
-    inFlight = sent;
-    if (kind === "manual") setStatus(MESSAGES.working);
-    const started = performance.now();
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
-    fetch("/predict", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ image: sent.image }),
-      cache: "no-store",
-      credentials: "same-origin",
-      signal: controller.signal,
-    })
-      .then((response) => readBody(response).then((body) => ({ response, body })))
-      .then(
-        ({ response, body }) => settle(sent, performance.now() - started, response, body, null),
-        (error) => settle(sent, performance.now() - started, null, null, error),
-      )
-      .finally(() => clearTimeout(timer));
-  }
-
-  function readBody(response) {
-    const type = response.headers.get("Content-Type") || "";
-    if (type.includes("json")) return response.json().catch(() => null);
-    return response.text().then(
-      () => null,
-      () => null,
-    );
-  }
-
+  /** The answer about the drawing as it is (web/live.js drops the stale ones). */
   function settle(sent, elapsed, response, body, error) {
-    inFlight = null;
-    const next = wanted;
-    wanted = null;
-    if (sent.seq < discardBefore || sent.version !== version) {
-      // A stale answer: the drawing changed since. Drop it and ask about the new one
-      // (unless the debounce timer is about to).
-      if (debounceTimer) return;
-      if (strokes.length) request(next === "manual" ? "manual" : "live");
-      else if (next === "manual") request("manual");
-      return;
-    }
     notReadyShown = false; // handleError sets it again for another 503
     if (error) {
       showError(error.name === "AbortError" ? MESSAGES.timeout : MESSAGES.network);
@@ -319,8 +242,6 @@
     } else {
       handleError(response, body, sent.kind);
     }
-    // Whatever was wanted meanwhile (a click, a retry) was about this very drawing,
-    // which has just been answered.
   }
 
   function handleError(response, body, kind) {
@@ -334,11 +255,7 @@
     } else if (status === 429) {
       showError(MESSAGES.busy);
       const seconds = Math.min(Math.max(Number(response.headers.get("Retry-After")) || 1, 1), 30);
-      clearTimeout(retryTimer);
-      retryTimer = setTimeout(() => {
-        retryTimer = 0;
-        request(kind === "manual" ? "manual" : "live");
-      }, seconds * 1000);
+      live.retryAfter(seconds, kind);
     } else if (status === 504) {
       showError(MESSAGES.timeout);
     } else if (status === 422 && code === "blank_image") {
@@ -380,7 +297,7 @@
     setStatus(MESSAGES.loading);
     try {
       const response = await fetch("/ready", { cache: "no-store" });
-      if (strokes.length || inFlight) return; // the user was faster; their answer speaks
+      if (strokes.length || live.busy()) return; // the user was faster; their answer speaks
       if (response.ok) {
         setStatus(MESSAGES.ready, "ok");
         return;
@@ -391,7 +308,7 @@
       notReadyShown = true;
       watchReady();
     } catch {
-      if (!strokes.length && !inFlight) showError(MESSAGES.network);
+      if (!strokes.length && !live.busy()) showError(MESSAGES.network);
     }
   }
 

@@ -6,8 +6,9 @@
  * - Strokes are kept as point lists in 840x280 drawing coordinates and painted with
  *   the one-digit pad's brush (window.digits.paint, from app.js); the PNG sent is
  *   painted at 840x280, black ink on a transparent background.
- * - Live prediction as on the digit pad: 200 ms after the last change, at most one
- *   request in flight, an answer about an older drawing dropped (the newer one sent).
+ * - Live prediction as on the digit pad (web/live.js): 200 ms after the last change, at
+ *   most one request in flight, an answer about an older drawing dropped (the newer one
+ *   sent).
  * - Each digit found gets a box over the canvas with its digit above it. Hovering a
  *   box with the mouse, or tapping (or focusing) the digit above it, shows that
  *   digit's probabilities.
@@ -17,15 +18,13 @@
 (() => {
   const WIDTH = 840; // drawing coordinates and the exported PNG's size
   const HEIGHT = 280;
-  const DEBOUNCE_MS = 200;
-  const REQUEST_TIMEOUT_MS = 15000;
   const MIN_STEP = 0.75;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("number-canvas");
   const section = $("number-mode");
   const paint = window.digits && window.digits.paint;
-  if (!canvas || !section || !paint) return;
+  if (!canvas || !section || !paint || !window.digits.live) return;
   const ctx = canvas.getContext("2d");
   const exportCanvas = document.createElement("canvas");
   exportCanvas.width = WIDTH;
@@ -51,13 +50,6 @@
 
   const strokes = [];
   let active = null; // {id, stroke}
-  let version = 0;
-  let seq = 0;
-  let discardBefore = 0;
-  let inFlight = null;
-  let wanted = null;
-  let debounceTimer = 0;
-  let retryTimer = 0;
   let digits = []; // the last answer's digits
   let shown = -1; // the digit whose probabilities are shown
 
@@ -142,13 +134,8 @@
   canvas.addEventListener("contextmenu", (event) => event.preventDefault());
 
   function changed() {
-    version++;
     requestAnimationFrame(repaint);
-    clearTimeout(debounceTimer);
-    debounceTimer = setTimeout(() => {
-      debounceTimer = 0;
-      request("live");
-    }, DEBOUNCE_MS);
+    live.changed();
   }
 
   function undo() {
@@ -175,12 +162,7 @@
 
   /** The drawing is empty: drop timers, answers on their way and the result. */
   function forget() {
-    version++;
-    clearTimeout(debounceTimer);
-    clearTimeout(retryTimer);
-    debounceTimer = retryTimer = 0;
-    discardBefore = seq + 1;
-    wanted = null;
+    live.forget();
     requestAnimationFrame(repaint);
     showDigits([]);
     ui.number.textContent = ui.confidence.textContent = ui.latency.textContent = "";
@@ -188,55 +170,22 @@
 
   // ------------------------------------------------------------------ requests
 
-  function request(kind) {
-    if (kind === "manual") {
-      clearTimeout(debounceTimer);
-      debounceTimer = 0;
-    }
-    if (kind === "live" && !strokes.length) return;
-    if (inFlight) {
-      if (wanted !== "manual") wanted = kind;
-      return;
-    }
-    send(kind);
-  }
+  const live = window.digits.live({
+    url: "/predict/number",
+    image: () => {
+      paint(exportCanvas.getContext("2d"), 1, strokes);
+      return exportCanvas.toDataURL("image/png");
+    },
+    hasInk: () => strokes.length > 0,
+    onSend: (kind) => {
+      if (kind === "manual") setStatus("Recognising…");
+    },
+    onAnswer: settle,
+  });
+  const request = live.request;
 
-  function send(kind) {
-    clearTimeout(retryTimer);
-    retryTimer = 0;
-    paint(exportCanvas.getContext("2d"), 1, strokes);
-    const sent = { seq: ++seq, version, kind };
-    inFlight = sent;
-    if (kind === "manual") setStatus("Recognising…");
-    const started = performance.now();
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
-    fetch("/predict/number", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ image: exportCanvas.toDataURL("image/png") }),
-      cache: "no-store",
-      credentials: "same-origin",
-      signal: controller.signal,
-    })
-      .then((response) => response.json().catch(() => null).then((body) => ({ response, body })))
-      .then(
-        ({ response, body }) => settle(sent, performance.now() - started, response, body, null),
-        (error) => settle(sent, performance.now() - started, null, null, error),
-      )
-      .finally(() => clearTimeout(timer));
-  }
-
+  /** The answer about the drawing as it is (web/live.js drops the stale ones). */
   function settle(sent, elapsed, response, body, error) {
-    inFlight = null;
-    const next = wanted;
-    wanted = null;
-    if (sent.seq < discardBefore || sent.version !== version) {
-      if (!debounceTimer && (strokes.length || next === "manual")) {
-        request(next === "manual" ? "manual" : "live");
-      }
-      return;
-    }
     if (error) {
       setStatus(error.name === "AbortError" ? "The recogniser took too long to answer. Try again."
         : "Network error: the server could not be reached.", "error");
@@ -256,7 +205,7 @@
     } else if (response.status === 429) {
       setStatus("Too many requests — slow down, retrying shortly.", "error");
       const seconds = Math.min(Math.max(Number(response.headers.get("Retry-After")) || 1, 1), 30);
-      retryTimer = setTimeout(() => request(kind === "manual" ? "manual" : "live"), seconds * 1000);
+      live.retryAfter(seconds, kind);
     } else if (response.status === 503) {
       setStatus("The recogniser is not ready: no worker is running. Try again in a moment.", "error");
     } else {
