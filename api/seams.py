@@ -3,7 +3,7 @@
 numpy only (api/segment.py uses it in the API process). ``label`` finds 8-connected
 pieces of a mask from its horizontal runs (``survey``: with their boxes, sizes and the
 stroke width); ``cuts`` finds, for every piece wide enough to hold two digits, the
-seams along which it may part into digits.
+seams and slanted lines along which it may part into digits.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ SEAM_ROWS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # cuts are sought thr
 MAX_CROSSINGS = 2.6  # a cut crossing more ink than this many strokes is no cut
 SIDE_TALL = 0.55  # each side of a cut is at least this tall (times the digit height)
 DIAGONAL_COST = 0.1  # per column a seam moves sideways, in pixels of ink
+STRAIGHT = (-0.25, 0.25)  # slopes (columns a row) of the straight cuts also tried
+STRAIGHT_STEP = 2  # columns between straight cuts
 
 
 def _runs(mask: np.ndarray):
@@ -134,9 +136,12 @@ def cuts(pieces: list, work: np.ndarray, height: float, stroke: float) -> list:
     upwards) give the cheapest seam through every pixel. Seams branch (two
     neighbours touch at one point, or a stroke of one digit can be crossed
     instead), so the candidates are the local minima of that cost along several
-    rows of each piece (SEAM_ROWS), cheapest first. One is kept if it crosses at
-    most MAX_CROSSINGS strokes, differs from those kept, and the two parts it makes
-    both look like digits; at most one cut per CUT_SPACING digit heights of width.
+    rows of each piece (SEAM_ROWS). Straight lines at the slopes STRAIGHT are
+    candidates too: a seam follows the thinnest ink, which between two crossing
+    digits often runs into one of them. All are tried cheapest first. One is kept if
+    it crosses at most MAX_CROSSINGS strokes, differs from those kept, and the two
+    parts it makes both look like digits; at most one cut per CUT_SPACING digit
+    heights of width.
 
     The pieces sit side by side on one strip, walled apart, so that each pass is one
     sweep over the rows for all of them.
@@ -201,6 +206,13 @@ def cuts(pieces: list, work: np.ndarray, height: float, stroke: float) -> list:
     which, cols = which[chosen], cols[chosen]
     paths = _trace(steps_down, steps_up, picked[which, cols], cols)
     costs = values[chosen] / stroke
+    if STRAIGHT:
+        lines, line_costs, line_owner = _straight(energy, pieces, wanted, offsets, height, stroke)
+        paths = np.concatenate((paths, lines))
+        costs = np.concatenate((costs, line_costs))
+        owner = np.concatenate((owner, line_owner))
+        order = np.lexsort((costs, owner))  # each piece's cuts, cheapest first
+        paths, costs, owner = paths[order], costs[order], owner[order]
     least = MIN_DIGIT_MASS * height * stroke
     # The ink of the strip left of each column, row by row: the ink of a part between
     # two columns is a difference of two lookups, with no mask per part. A seam never
@@ -224,6 +236,33 @@ def cuts(pieces: list, work: np.ndarray, height: float, stroke: float) -> list:
             out[i] = _keep(before[offset : end + 1, y0:y1],
                            paths[mine, y0:y1] - offset + 1, costs[mine], height, least)
     return out
+
+
+def _straight(energy, pieces, wanted, offsets, height, stroke):
+    """Straight cuts through every piece: lines every STRAIGHT_STEP columns at the
+    slopes STRAIGHT, with the ink they cross (the strip's columns per row, as _trace's)."""
+    rows = energy.shape[0]
+    every_row = np.arange(rows)
+    paths, costs, owner = [], [], []
+    for n, (i, offset) in enumerate(zip(wanted, offsets, strict=True)):
+        x0, y0, x1, y1 = pieces[i].box
+        width, mid = x1 - x0, (y0 + y1) / 2
+        margin = max(1, int(0.2 * height))
+        starts = np.arange(margin, width - margin, STRAIGHT_STEP)
+        if not len(starts):
+            continue
+        slopes = np.array(STRAIGHT)
+        cols = starts[:, None, None] + slopes[None, :, None] * (every_row - mid)[None, None]
+        cols = np.clip(np.round(cols), 0, width - 1).astype(np.int64).reshape(-1, rows)
+        cols += offset
+        cost = energy[every_row[y0:y1], cols[:, y0:y1]].sum(axis=1) / stroke
+        keep = cost <= MAX_CROSSINGS
+        paths.append(cols[keep])
+        costs.append(cost[keep])
+        owner.append(np.full(int(keep.sum()), n))
+    if not paths:
+        return np.zeros((0, rows), np.int64), np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(paths), np.concatenate(costs), np.concatenate(owner)
 
 
 def _keep(before: np.ndarray, cuts: np.ndarray, costs: np.ndarray, height: float,

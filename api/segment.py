@@ -12,10 +12,10 @@ transparency), scaled down so that the drawing is about ``WORK_HEIGHT`` px tall:
 
 1. Pieces: the 8-connected components of the ink (api/seams.py). Dots (a dab of
    the brush) and specks (under ``SPECK`` of the digit height) are dropped.
-2. Cuts: a piece wide enough to hold two digits gets candidate cuts, seams from
-   its top to its bottom that cross little of its ink, each leaving a digit's
-   worth of ink either side (api/seams.py), so that touching and overlapping
-   neighbours can be parted along the curve where they meet.
+2. Cuts: a piece wide enough to hold two digits gets candidate cuts, seams and
+   slanted lines from its top to its bottom that cross little of its ink, each
+   leaving a digit's worth of ink either side (api/seams.py), so that touching and
+   overlapping neighbours can be parted along the curve where they meet.
 3. Atoms: pieces and the parts between their cuts, left to right. A candidate
    digit is a run of consecutive atoms that could be one digit: at most
    ``MAX_PIECES`` strokes, none further than ``MERGE_GAP`` from the rest (the two
@@ -58,29 +58,29 @@ MAX_WIDTH = 1.35  # a candidate wider than this (times the digit height) is two 
 MERGE_GAP = 0.12  # strokes further apart than this (times the height) are not one digit
 # The score scale at which exp(score) behaves as a probability over partitions
 # (fitted with WEIGHTS, for the whole-string confidence).
-SEGMENT_TEMPERATURE = 6.0
+SEGMENT_TEMPERATURE = 4.0
 # A candidate's score: WEIGHTS . FEATURES (see features), fitted by tools/fit_segment.py.
 WEIGHTS = {
-    "log_top": 1.3669,
-    "log_rest": -0.4773,
-    "log_second": -0.1352,
-    "one": -1.6029,
-    "wide": 2.0090,
-    "wide_over_75": -3.3711,
-    "wide_over_100": -15.7168,
-    "one_wide": 2.3733,
-    "whole_wide": -2.5795,
-    "short_of_75": -19.4058,
-    "short_of_60": 18.6532,
-    "light_short": -14.5990,
-    "gaps": -11.2468,
-    "cuts": 0.4852,
-    "sides": -0.8180,
-    "more_pieces": -1.3883,
-    "partial": -2.5317,
-    "log_digit": 1.0268,
-    "log_not_digit": -1.0952,
-    "bias": -2.3194,
+    "log_top": 2.4890,
+    "log_rest": -0.8000,
+    "log_second": 0.2618,
+    "one": -1.5009,
+    "wide": 3.9274,
+    "wide_over_75": -3.4610,
+    "wide_over_100": -15.1665,
+    "one_wide": 2.1352,
+    "whole_wide": -2.8344,
+    "short_of_75": -19.4356,
+    "short_of_60": 18.3778,
+    "light_short": -14.7327,
+    "gaps": -10.5967,
+    "cuts": 0.4821,
+    "sides": -0.2590,
+    "more_pieces": -1.7651,
+    "partial": -3.6383,
+    "log_digit": 1.1004,
+    "log_not_digit": -1.1397,
+    "bias": -2.0712,
 }
 
 
