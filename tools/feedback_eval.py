@@ -15,7 +15,9 @@
    pointer file's mtime) to the first and to every worker answering with the new
    version is known, and so is any failed request.
 6. The test set and the MNIST-redrawn canvas set (tools/canvas_set.py) go through
-   /predict again; MNIST test accuracy is the gate's (all 10,000 images).
+   /predict again; MNIST test accuracy is the gate's (all 10,000 images). ``--numbers``
+   drawn numbers (tools/numbers_set.py, seed 11) go through /predict/number before and
+   after: a fine-tune must not cost the number endpoint its reading.
 
 Writes artifacts/feedback_eval.json and prints the before/after table.
 """
@@ -67,6 +69,15 @@ def error_rate(url: str, drawings: list[tuple[bytes, int]], threads: int = 8) ->
             "versions": versions}
 
 
+def numbers_read(url: str, numbers) -> dict:
+    """Exact match of drawn numbers through POST /predict/number."""
+    from tools.eval_numbers import read_http, summarise
+
+    if not numbers:
+        return {"right": 0, "n": 0, "accuracy": None}
+    return summarise(numbers, read_http(numbers, url))["all"]
+
+
 def send_corrections(url: str, drawings, clients: int) -> dict:
     """/predict, then POST /feedback with its answer, for each drawing."""
     corrected = 0
@@ -108,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=1000)
     p.add_argument("--canvas", type=int, default=2000, help="MNIST-redrawn canvas drawings")
     p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--numbers", type=int, default=400, help="drawn numbers (0: none)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--database-url", help="default: a fresh SQLite file")
     p.add_argument("--finetune-args", default="", help="extra arguments for finetune")
@@ -116,6 +128,7 @@ def main(argv=None) -> int:
 
     from tools.canvas_set import make_drawings
     from tools.feedback_population import population
+    from tools.numbers_set import make_numbers, mnist_by_digit
     from trainer.data import load
 
     started = time.perf_counter()
@@ -123,6 +136,7 @@ def main(argv=None) -> int:
     test = [(d.png, d.label) for d in population(args.test, seed=2)]
     mnist = load(args.data)
     canvas = make_drawings(mnist.x_test, mnist.y_test, args.canvas, seed=0)
+    numbers = make_numbers(args.numbers, 11, by_digit=mnist_by_digit(args.data))
     print(f"{len(corrections)} corrections, {len(test)} test drawings, {len(canvas)} canvas "
           f"drawings in {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -138,7 +152,8 @@ def main(argv=None) -> int:
     try:
         stack.start(wait=300)
         result["before"] = {"test": error_rate(stack.url, test),
-                            "canvas": error_rate(stack.url, canvas)}
+                            "canvas": error_rate(stack.url, canvas),
+                            "numbers": numbers_read(stack.url, numbers)}
         print(f"before: {result['before']}", flush=True)
         result["sent"] = send_corrections(stack.url, corrections, args.clients)
         load_before = os.getloadavg()
@@ -164,7 +179,8 @@ def main(argv=None) -> int:
         result["after_version"] = new
         result["manifest"] = models.get(models.versions()[-1]).manifest.get("finetune")
         result["after"] = {"test": error_rate(stack.url, test),
-                           "canvas": error_rate(stack.url, canvas)}
+                           "canvas": error_rate(stack.url, canvas),
+                           "numbers": numbers_read(stack.url, numbers)}
     finally:
         stack.stop()
     _report(result, models)
@@ -188,6 +204,10 @@ def _report(r: dict, models: ModelStore) -> None:
          f"{1 - a['canvas']['error']:.2%}",
          f">= {1 - b['canvas']['error'] - TARGETS['canvas_drop']:.2%}"),
     ]
+    if b["numbers"]["n"]:
+        rows.append((f"numbers exact match ({b['numbers']['n']})",
+                     f"{b['numbers']['accuracy']:.2%}",
+                     f"{a['numbers']['accuracy']:.2%}" if a else "-", ""))
     print(f"{'':34}{'before':>10}{'after':>10}  target")
     for name, x, y, t in rows:
         print(f"{name:34}{x:>10}{y:>10}  {t}")

@@ -46,7 +46,10 @@ class FinetuneHyper:
     repeat: int = 3  # each feedback image this many times an epoch (differently augmented)
     replay: float = 9.0  # MNIST replay images per feedback image, each epoch
     min_replay: int = 3000  # at least this many, however little feedback there is
-    negatives: int = 0  # not-a-digit replay per epoch for an 11-output model (0: auto)
+    # Rendered replay per epoch for an 11-output model (0: auto): not-a-digit drawings,
+    # and as many candidate digits of drawn numbers (the part family), which the number
+    # endpoint's scores rely on.
+    negatives: int = 0
     blend: float = 0.0  # weight of the trained weights against the base's (0: chosen)
     validation: int = 5000  # last MNIST training images: never replayed, they pick the blend
     augment: bool = True
@@ -138,13 +141,18 @@ def judge(before: Scores, after: Scores, rules: GateRules) -> str:
     return ""
 
 
-def _negatives(n: int, seed: int):
-    """Rendered not-a-digit drawings (trainer/render.py), for an 11-output model."""
+def _negatives(n: int, seed: int, mnist: tuple[np.ndarray, np.ndarray]):
+    """Rendered drawings for an 11-output model (trainer/render.py): half not-a-digit
+    drawings, half candidate digits of drawn numbers (redrawing ``mnist`` digits)."""
     from trainer import render
 
-    per = -(-n // len(render.NEGATIVE_FAMILIES))
-    drawn = render.render_set({f: per for f in render.NEGATIVE_FAMILIES}, seed)
-    return drawn.images[:n], drawn.labels[:n]
+    parts = n // 2
+    per = -(-(n - parts) // len(render.NEGATIVE_FAMILIES))
+    counts = {f: per for f in render.NEGATIVE_FAMILIES} | {"part": parts}
+    drawn = render.render_set(counts, seed, mnist=mnist)
+    keep = np.concatenate([np.flatnonzero(drawn.families != drawn.names.index("part"))[
+        : n - parts], np.flatnonzero(drawn.families == drawn.names.index("part"))])
+    return drawn.images[keep], drawn.labels[keep]
 
 
 def train(base, split_: Split, mnist: Mnist, hp: FinetuneHyper, classes: int, verbose: int):
@@ -162,8 +170,9 @@ def train(base, split_: Split, mnist: Mnist, hp: FinetuneHyper, classes: int, ve
     feedback_y = np.tile(split_.train.labels.astype("int32"), hp.repeat)
     replay = max(hp.min_replay, int(hp.replay * len(split_.train)))
     negatives = (hp.negatives or max(1, replay // 10)) if classes > 10 else 0
-    neg = _negatives(negatives, hp.seed) if negatives else None
     pool = len(mnist.x_train) - _validation_size(mnist, hp)
+    neg = _negatives(negatives, hp.seed, (mnist.x_train[:pool], mnist.y_train[:pool])) \
+        if negatives else None
     per_epoch = len(feedback_x) + min(replay, pool) + negatives
     steps = hp.epochs * -(-per_epoch // hp.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(hp.learning_rate, steps, alpha=0.05)
@@ -191,7 +200,7 @@ def train(base, split_: Split, mnist: Mnist, hp: FinetuneHyper, classes: int, ve
             print(f"epoch {epoch + 1}/{hp.epochs}: loss {history['loss'][-1]:.4f}, "
                   f"accuracy {history['accuracy'][-1]:.4f} "
                   f"({len(feedback_x)} feedback + {replay} MNIST"
-                  f"{f' + {negatives} not-a-digit' if negatives else ''})", flush=True)
+                  f"{f' + {negatives} rendered' if negatives else ''})", flush=True)
     inference = keras.models.clone_model(base)  # uncompiled: no optimizer state in the file
     blend, path = (hp.blend, {}) if hp.blend else choose_blend(base, model, inference, mnist, hp)
     inference.set_weights(mixed(base, model, blend))

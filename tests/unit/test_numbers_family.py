@@ -82,3 +82,13 @@ def test_a_drawn_number_reads_through_the_segmenter():
     assert 2 <= len(label) <= 6 and len(alphas) == len(label) == len(row.origins)
     plan = plan_number(canvas_from_alpha(row.canvas, white=True))
     assert len(plan.candidates) >= 1
+
+
+def test_the_finetune_replays_negatives_and_parts():
+    from trainer.finetune import _negatives
+
+    images, _ = synthetic_mnist(40)
+    x, y = _negatives(30, seed=1, mnist=(images, np.arange(40) % 10))
+    assert x.shape == (30, 28, 28) and y.shape == (30,)
+    assert (y[:15] == render.NOT_A_DIGIT).all()  # the negative families
+    assert set(y[15:].tolist()) <= set(range(11))  # the part family: digits and not
