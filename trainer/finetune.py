@@ -43,7 +43,7 @@ class FinetuneHyper:
     epochs: int = 6
     batch_size: int = 64
     learning_rate: float = 5e-4
-    repeat: int = 3  # each feedback image this many times an epoch (differently augmented)
+    repeat: int = 5  # each feedback image this many times an epoch (differently augmented)
     replay: float = 9.0  # MNIST replay images per feedback image, each epoch
     min_replay: int = 3000  # at least this many, however little feedback there is
     # Rendered replay per epoch for an 11-output model (0: auto): not-a-digit drawings,
