@@ -209,11 +209,8 @@ def plan_ink(strength: np.ndarray, max_digits: int = DEFAULT_MAX_DIGITS,
 def _atoms(index: int, piece: Piece, cuts: list) -> list[Atom]:
     """A piece as one atom, or as the parts between its cuts."""
     x0, y0, x1, y1 = piece.box
-    if not cuts:  # the whole piece, whose box is its pixels' own
-        weights = piece.own.sum(axis=0)
-        mass = int(weights.sum())
-        centre = float(weights @ np.arange(len(weights)) / mass)
-        return [Atom(index, piece.own.copy(), x0, x1, y0, y1, x0 + centre, mass, None, 0)]
+    if not cuts:
+        return [_atom(index, piece.box, piece.own, None, 0)]
     width = x1 - x0
     columns = np.arange(width)
     out: list[Atom] = []

@@ -61,14 +61,15 @@ def log_loss(x, y, w) -> float:
     return float(np.mean(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (1 - y)))
 
 
-def collect(numbers, max_digits: int = 12) -> list[dict]:
-    """Per number: every candidate's features, span, reading and whole-digit label."""
+def collect(numbers, max_digits: int = 12, model_dir: str | None = None) -> list[dict]:
+    """Per number: every candidate's features, span, reading and whole-digit label, read
+    by model_dir's current version (default: the shipped store's)."""
     from api.errors import ApiError
     from api.preprocess import load_image
     from api.segment import features, plan_number
     from tools.local_model import load_forward
 
-    forward = load_forward()
+    forward = load_forward(model_dir)
     out = []
     for number in numbers:
         try:

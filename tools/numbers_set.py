@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tools.canvas_set import _edges, _skeleton
-from trainer.numbers import BASELINE_JITTER, GAPS, MARGIN, SIZE_JITTER, gap_class, lay_out
+from trainer.numbers import BASELINE_JITTER, MARGIN, SIZE_JITTER, clearances, lay_out, tight
 
 VERSION = 3
 WIDTH, HEIGHT = 840, 280
@@ -197,19 +197,12 @@ def render_strokes(shape: Strokes, scale: float, thickness: float) -> np.ndarray
             pen.line(coords, fill=255, width=round(2 * radius))
     for x, y in ((shape.dots * scale + pad) * RENDER).tolist():  # round caps and joins
         pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
-    return _tight(np.asarray(ink.reduce(RENDER)))
+    return tight(np.asarray(ink.reduce(RENDER)))
 
 
 def render_glyph(glyph: Image.Image, height: float) -> np.ndarray:
     width = max(1, round(glyph.width * height / glyph.height))
-    return _tight(np.asarray(glyph.resize((width, max(1, round(height))), Image.LANCZOS)))
-
-
-def _tight(alpha: np.ndarray) -> np.ndarray:
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-    if not len(rows):
-        return np.zeros((1, 1), np.uint8)
-    return alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return tight(np.asarray(glyph.resize((width, max(1, round(height))), Image.LANCZOS)))
 
 
 # ---------------------------------------------------------------- layout
@@ -236,10 +229,7 @@ def compose(label: str, rng: np.random.Generator, by_digit: dict[int, np.ndarray
         else:
             shapes.append(font_shape(d, rng))
     sizes = 1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER, n)
-    gaps = [gap_class(crowded, rng) for _ in range(n - 1)]
-    if crowded and n > 1 and all(g[0] not in ("touch", "cross") for g in gaps):
-        gaps[rng.integers(n - 1)] = GAPS[3 + rng.integers(2)]
-    fractions = [rng.uniform(*g[3]) for g in gaps]
+    gaps, fractions = clearances(n, crowded, rng)
 
     usable_h = height - 2 * MARGIN
     digit_h = rng.uniform(*HEIGHT_RANGE) * usable_h / (1 + SIZE_JITTER + BASELINE_JITTER)

@@ -148,11 +148,12 @@ def _negatives(n: int, seed: int, mnist: tuple[np.ndarray, np.ndarray]):
 
     parts = n // 2
     per = -(-(n - parts) // len(render.NEGATIVE_FAMILIES))
-    counts = {f: per for f in render.NEGATIVE_FAMILIES} | {"part": parts}
+    # The first families give ``per`` each, the last what is left (each sample depends
+    # on its family and index only).
+    counts = {f: min(per, max(0, n - parts - i * per))
+              for i, f in enumerate(render.NEGATIVE_FAMILIES)} | {"part": parts}
     drawn = render.render_set(counts, seed, mnist=mnist)
-    keep = np.concatenate([np.flatnonzero(drawn.families != drawn.names.index("part"))[
-        : n - parts], np.flatnonzero(drawn.families == drawn.names.index("part"))])
-    return drawn.images[keep], drawn.labels[keep]
+    return drawn.images, drawn.labels
 
 
 def train(base, split_: Split, mnist: Mnist, hp: FinetuneHyper, classes: int, verbose: int):

@@ -58,6 +58,23 @@ def gap_class(crowded: bool, rng: np.random.Generator):
     return GAPS[rng.choice(len(GAPS), p=weights / weights.sum())]
 
 
+def clearances(n: int, crowded: bool, rng: np.random.Generator) -> tuple[list, list[float]]:
+    """Per neighbour pair of an n-digit number: its GAPS class and the fraction of that
+    class's unit; a crowded number has at least one pair touching or crossing."""
+    gaps = [gap_class(crowded, rng) for _ in range(n - 1)]
+    if crowded and n > 1 and all(g[0] not in ("touch", "cross") for g in gaps):
+        gaps[rng.integers(n - 1)] = GAPS[3 + rng.integers(2)]
+    return gaps, [rng.uniform(*g[3]) for g in gaps]
+
+
+def tight(alpha: np.ndarray) -> np.ndarray:
+    """An alpha image cropped to its ink (1x1 and empty when it has none)."""
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if not len(rows):
+        return np.zeros((1, 1), np.uint8)
+    return alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
 def _profile(alpha: np.ndarray, right: bool) -> np.ndarray:
     """Per row, the rightmost (or leftmost) ink column; -1 (or a large value) if none."""
     ink = alpha >= INK_LEVEL
@@ -202,7 +219,7 @@ def whole_digit(ink: np.ndarray, per_digit: np.ndarray):
     own = coverage[np.arange(len(digits)), main]
     others = coverage.copy()
     others[np.arange(len(digits)), main] = 0
-    return main, np.where(mine > 0, purity, 0.0), own, others.max(axis=1, initial=0.0)
+    return main, purity, own, others.max(axis=1, initial=0.0)
 
 
 def part_labels(ink: np.ndarray, per_digit: np.ndarray, label: str, blank) -> np.ndarray:
@@ -245,11 +262,7 @@ def _digit_alpha(style: str, d: int, rng, pen: Pen, mnist_pool) -> np.ndarray:
         else:
             strokes = render.pen_strokes(templates.digit(d, rng), rng)
         canvas = paint(place(strokes, pen, rng), pen)
-    alpha = np.asarray(canvas)[..., 3]
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-    if not len(rows):
-        return np.zeros((1, 1), np.uint8)
-    return alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return tight(np.asarray(canvas)[..., 3])
 
 
 def draw_number(rng: np.random.Generator, mnist_pool) -> tuple[str, Row, list[np.ndarray]]:
@@ -259,10 +272,7 @@ def draw_number(rng: np.random.Generator, mnist_pool) -> tuple[str, Row, list[np
     names, weights = zip(*STYLES, strict=True)
     style = names[rng.choice(len(names), p=np.array(weights) / sum(weights))]
     crowded = rng.random() < CROWDED
-    gaps = [gap_class(crowded, rng) for _ in range(n - 1)]
-    if crowded and n > 1 and all(g[0] not in ("touch", "cross") for g in gaps):
-        gaps[rng.integers(n - 1)] = GAPS[3 + rng.integers(2)]
-    fractions = [rng.uniform(*g[3]) for g in gaps]
+    gaps, fractions = clearances(n, crowded, rng)
     # Digits about as wide as tall at most: the row fits the canvas at this height.
     digit_h = min(rng.uniform(*HEIGHT_RANGE) * (HEIGHT - 2 * MARGIN) / 1.2,
                   (WIDTH - 2 * MARGIN) / (n * 1.25))

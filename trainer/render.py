@@ -318,9 +318,7 @@ FAMILIES = {
 }
 # Families drawn a chunk at a time (one drawing gives several samples): name ->
 # draw(rng, count, items) -> (images, labels). Their items are MNIST training digits.
-CHUNK_FAMILIES = {
-    "part": lambda rng, count, items: numbers.part_crops(rng, count, items),
-}
+CHUNK_FAMILIES = {"part": numbers.part_crops}
 PART_POOL = 3000  # MNIST training digits each chunk of the part family redraws from
 DIGIT_FAMILIES = ("skeleton", "hershey", "font", "mnist")
 NEGATIVE_FAMILIES = ("letter", "symbol", "shape", "scribble", "several")
