@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import math
 import re
@@ -41,6 +42,7 @@ SPNG_MODES = ("L", "RGB", "RGBA")
 
 SIZE = 28  # output side
 BOX = 20  # the digit's longer side, as in MNIST
+REDUCING_GAP = 3.0  # Pillow's resize first reduces by whole factors past twice this
 CENTRE = 14.0  # MNIST's mean centre of mass, in pixel-index coordinates
 BLANK_LEVEL = 32  # strongest ink (0..255 contrast with the background) below this: blank
 NOISE_FLOOR = 0.2  # ink fainter than this fraction of the strongest: noise, not in the box
@@ -313,14 +315,81 @@ def ink(img: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
     return image, (gx + x, gy + y)
 
 
-def _fit(ink: Image.Image) -> np.ndarray:
-    """The cropped ink scaled so that its longer side is 20 px."""
-    width, height = ink.size
+def _fit(ink: Image.Image | np.ndarray) -> np.ndarray:
+    """The cropped ink scaled so that its longer side is 20 px (Lanczos, as Pillow)."""
+    height, width = ink.shape if isinstance(ink, np.ndarray) else ink.size[::-1]
     scale = BOX / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if size != ink.size:
-        ink = ink.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(ink)
+    if size == (width, height):
+        return np.asarray(ink)
+    if isinstance(ink, np.ndarray) and max(width / size[0], height / size[1]) < 2 * REDUCING_GAP:
+        return _lanczos(ink, size)
+    if isinstance(ink, np.ndarray):
+        ink = Image.fromarray(ink)
+    return np.asarray(ink.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP))
+
+
+def _lanczos(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow's Lanczos resize of a uint8 image, pixel for pixel, as two matrix
+    products (its integer coefficients, its rounding): for the small crops of a
+    number (api/segment.py) Pillow's per-image overhead costs more than the sums.
+    Only where Pillow would not first reduce by whole factors (reducing_gap)."""
+    height, width = values.shape
+    out = values.astype(np.float64)
+    # Two passes, each rounded to 8 bits; Pillow (13) runs the vertical one first
+    # when the height shrinks more than twice as much as the width. The sums are
+    # integers under 2**53, so float64 holds them exactly.
+    shrink = height - size[1]
+    if shrink > 0 and shrink > 2 * (width - size[0]):
+        out = _clip8(_coefficients(height, size[1]) @ out)
+    if size[0] != width:
+        out = _clip8(out @ _coefficients(width, size[0]).T)
+    if out.shape[0] != size[1]:
+        out = _clip8(_coefficients(height, size[1]) @ out)
+    return out.astype(np.uint8)
+
+
+_PRECISION_BITS = 22  # Pillow's fixed point for 8-bit resampling (32 - 8 - 2)
+
+
+def _clip8(sums: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor((sums + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)),
+                   0, 255)
+
+
+@functools.lru_cache(maxsize=4096)
+def _coefficients(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) Lanczos weights as Pillow computes them (Resample.c,
+    precompute_coeffs and normalize_coeffs_8bpc), in its fixed point."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    inverse = 1.0 / filterscale
+    out = np.zeros((n_out, n_in))
+    for xx in range(n_out):
+        centre = (xx + 0.5) * scale
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), n_in)
+        weights = [_lanczos_kernel((x - centre + 0.5) * inverse) for x in range(lo, hi)]
+        total = sum(weights)
+        for x, w in zip(range(lo, hi), weights, strict=True):
+            k = w / total if total != 0.0 else w
+            out[xx, x] = int(k * (1 << _PRECISION_BITS) + (-0.5 if k < 0 else 0.5))
+    out.setflags(write=False)
+    return out
+
+
+def _lanczos_kernel(x: float) -> float:
+    if not -3.0 <= x < 3.0:
+        return 0.0
+    return _sinc(x) * _sinc(x / 3)
+
+
+def _sinc(x: float) -> float:
+    if x == 0.0:
+        return 1.0
+    x *= math.pi
+    return math.sin(x) / x
 
 
 def to_mnist(img: Image.Image) -> np.ndarray:
@@ -328,7 +397,7 @@ def to_mnist(img: Image.Image) -> np.ndarray:
     return centred(ink(img)[0])
 
 
-def centred(ink_image: Image.Image) -> np.ndarray:
+def centred(ink_image: Image.Image | np.ndarray) -> np.ndarray:
     """Ink cropped to itself (as ``ink`` gives it) -> (28, 28) uint8: scaled into a
     20x20 box keeping its aspect, centred by mass. 422 blank_image if it has none."""
     digit = _fit(ink_image)

@@ -23,14 +23,17 @@ transparency), scaled down so that the drawing is about ``WORK_HEIGHT`` px tall:
 4. Every candidate is cut out (its own ink only; a neighbour's ink in its box
    stays out) and put through the MNIST recipe of /predict (api.preprocess.centred).
 
-``Plan.decode`` picks the partition of the atoms into digits whose candidates'
-scores add up highest (dynamic programming over the lattice of cuts). A
-candidate's score is linear in ``FEATURES``: the model's top and second
-probabilities (and its not_a_digit score when the model has one), its width and
-height against the row's digit height, its ink, the gaps between its strokes, the
-ink its cuts cross. ``WEIGHTS`` are fitted on drawn numbers by
-tools/fit_segment.py (a structured perceptron on whole readings); the per-digit
-bias is the prior against over-splitting. Refit them when the model changes.
+``Plan.decode`` picks the reading (api/lattice.py: the atoms split into digits left
+to right, two neighbours sharing at most one narrow atom between their cuts) whose
+scores add up highest, by dynamic programming. A digit's score is linear in
+``EDGE_FEATURES``: the model's top and second probabilities (and its not_a_digit
+score when the model has one), its width and height against the row's digit
+height, its ink, the gaps between its strokes, the ink its cuts cross, the atom it
+shares. Two neighbours' score is linear in ``PAIR_FEATURES``: how their columns
+overlap, how their heights and lines differ. ``WEIGHTS`` are fitted on drawn
+numbers by tools/fit_segment.py (a structured perceptron on whole readings); the
+per-digit bias is the prior against over-splitting. Refit them when the model
+changes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from api.errors import ApiError
+from api.lattice import Lattice, best_path, build, probability
 from api.preprocess import centred, ink
 from api.seams import MIN_DIGIT_MASS, cuts, survey
 
@@ -56,31 +60,48 @@ DOT = 2.0  # pieces whose longer side is under this many stroke widths are dots
 MAX_PIECES = 3  # pieces (strokes) in one digit
 MAX_WIDTH = 1.35  # a candidate wider than this (times the digit height) is two digits
 MERGE_GAP = 0.12  # strokes further apart than this (times the height) are not one digit
+# Where two digits' strokes run along each other no cut parts them, but two cuts close
+# together leave the stroke they share as an atom of its own: a reading may give such
+# an atom (inside a piece, cuts on both sides) to both neighbours.
+SHARE_WIDTH = 1.0  # a shared atom is at most this wide (times the digit height)
 # The score scale at which exp(score) behaves as a probability over partitions
 # (fitted with WEIGHTS, for the whole-string confidence).
 SEGMENT_TEMPERATURE = 4.0
-# A candidate's score: WEIGHTS . FEATURES (see features), fitted by tools/fit_segment.py.
+# A reading's score: WEIGHTS . EDGE_FEATURES for each digit, WEIGHTS . PAIR_FEATURES for
+# each two neighbours (see lattice_scores), fitted by tools/fit_segment.py.
 WEIGHTS = {
-    "log_top": 2.4890,
-    "log_rest": -0.8000,
-    "log_second": 0.2618,
-    "one": -1.5009,
-    "wide": 3.9274,
-    "wide_over_75": -3.4610,
-    "wide_over_100": -15.1665,
-    "one_wide": 2.1352,
-    "whole_wide": -2.8344,
-    "short_of_75": -19.4356,
-    "short_of_60": 18.3778,
-    "light_short": -14.7327,
-    "gaps": -10.5967,
-    "cuts": 0.4821,
-    "sides": -0.2590,
-    "more_pieces": -1.7651,
-    "partial": -3.6383,
-    "log_digit": 1.1004,
-    "log_not_digit": -1.1397,
-    "bias": -2.0712,
+    "log_top": 5.7218,
+    "log_rest": -0.8122,
+    "log_second": 0.4861,
+    "one": 0.7848,
+    "wide": 3.7068,
+    "wide_over_75": -2.3100,
+    "wide_over_100": -11.8138,
+    "one_wide": 2.5922,
+    "whole_wide": -5.6997,
+    "short_of_75": -19.0658,
+    "short_of_60": 18.8689,
+    "light_short": -10.2788,
+    "gaps": -9.0074,
+    "cuts": -1.1596,
+    "sides": -0.7210,
+    "more_pieces": 2.0150,
+    "partial": -2.4081,
+    "log_digit": 0.9528,
+    "log_not_digit": -3.8535,
+    "bias": -5.0970,
+    "partial_log_top": -4.4963,
+    "partial_log_rest": -0.5018,
+    "partial_log_not_digit": 2.8393,
+    "shared": -1.6299,
+    "shared_wide": -0.9598,
+    "shared_light": 3.2114,
+    "pair_covered": -3.1696,
+    "pair_heights": -2.0092,
+    "pair_middles": -0.5210,
+    "pair_bottoms": -2.4897,
+    "pair_span": 0.4011,
+    "pair_parts": 3.3029,
 }
 
 
@@ -114,6 +135,9 @@ class Atom:
     mass: int  # pixels
     cut_before: float | None  # strokes crossed by the cut on its left, if any
     order: int = 0  # rank among its piece's atoms, left to right
+    # Its ink as a candidate shows it (see _inks): values of work in ink_box.
+    ink: np.ndarray | None = None
+    ink_box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1
 
 
 @dataclass
@@ -138,6 +162,8 @@ class Plan:
     max_digits: int
     pieces: list[Piece] = field(default_factory=list)
     piece_atoms: list[int] = field(default_factory=list)  # atoms in each piece
+    lattice: Lattice | None = None  # the readings (api/lattice.py)
+    pair_x: np.ndarray | None = None  # (pairs, len(PAIR_FEATURES)): see _pair_features
 
     def decode(self, probs: np.ndarray) -> dict:
         return decode(self, probs)
@@ -193,13 +219,16 @@ def plan_ink(strength: np.ndarray, max_digits: int = DEFAULT_MAX_DIGITS,
     plan = Plan(np.zeros((0, 28, 28), np.uint8), [], atoms, height, stroke,
                 (float(scale_xy[0]), float(scale_xy[1])), origin, image_size, max_digits,
                 pieces, np.bincount([a.piece for a in atoms], minlength=len(pieces)).tolist())
-    faint = ~mask  # the pixels of no piece, dot or speck
+    _inks(plan, work, ~mask)
     crops = []
     for first, last, gaps in _runs_of_atoms(atoms, height):
-        candidate, crop = _candidate(plan, first, last, gaps, work, faint)
+        candidate, crop = _candidate(plan, first, last, gaps)
         plan.candidates.append(candidate)
         crops.append(crop)
     plan.crops = np.stack(crops)
+    plan.lattice = build([(c.first, c.last) for c in plan.candidates],
+                         [_shareable(plan, a) for a in atoms], len(atoms))
+    plan.pair_x = _pair_features(plan)
     return plan
 
 
@@ -258,30 +287,37 @@ def _runs_of_atoms(atoms: list[Atom], height: float):
             yield i, j, gaps
 
 
-def candidate_mask(plan: Plan, first: int, last: int):
-    """The pixels of atoms [first, last): (box x0, y0, x1, y1 in work coordinates, mask)."""
+def _inks(plan: Plan, work: np.ndarray, faint: np.ndarray) -> None:
+    """Each atom's ink as its candidates show it: its own pixels, and the faint edge
+    pixels next to them (``faint``: the pixels of work in no piece, dot or speck); a
+    neighbour's ink stays out. A candidate's ink is the union of its atoms' (a
+    pixel's 8 neighbours of a union are the union of each one's)."""
+    h, w = work.shape
+    for atom in plan.atoms:
+        px0, py0 = plan.pieces[atom.piece].box[:2]
+        x0, y0 = max(atom.x0 - 1, 0), max(atom.y0 - 1, 0)
+        x1, y1 = min(atom.x1 + 1, w), min(atom.y1 + 1, h)
+        own = np.zeros((y1 - y0, x1 - x0), bool)
+        own[atom.y0 - y0 : atom.y1 - y0, atom.x0 - x0 : atom.x1 - x0] = atom.own[
+            atom.y0 - py0 : atom.y1 - py0, atom.x0 - px0 : atom.x1 - px0]
+        keep = own | (_grow(own) & faint[y0:y1, x0:x1])
+        atom.ink, atom.ink_box = work[y0:y1, x0:x1] * keep, (x0, y0, x1, y1)
+
+
+def _candidate(plan: Plan, first: int, last: int, gaps: float):
+    """One candidate: its atoms' ink (_inks) in the box of their own pixels, through
+    the MNIST recipe."""
     members = plan.atoms[first:last]
-    # The box of the atoms' pixels is the one around their own boxes.
     x0, y0 = min(a.x0 for a in members), min(a.y0 for a in members)
     x1, y1 = max(a.x1 for a in members), max(a.y1 for a in members)
-    mine = np.zeros((y1 - y0, x1 - x0), bool)
+    box = (x0, y0, x1, y1)
+    values = np.zeros((y1 - y0, x1 - x0), np.uint8)
     for atom in members:
-        px0, py0 = plan.pieces[atom.piece].box[:2]
-        mine[atom.y0 - y0 : atom.y1 - y0, atom.x0 - x0 : atom.x1 - x0] |= atom.own[
-            atom.y0 - py0 : atom.y1 - py0, atom.x0 - px0 : atom.x1 - px0]
-    return (x0, y0, x1, y1), mine
-
-
-def _candidate(plan: Plan, first: int, last: int, gaps: float, work, faint):
-    """One candidate: its own ink in its box, through the MNIST recipe. ``faint``: the
-    pixels of work in no piece (nor dot, nor speck)."""
-    members = plan.atoms[first:last]
-    box, mine = candidate_mask(plan, first, last)
-    x0, y0, x1, y1 = box
-    # Faint edge pixels next to its own ink belong to it; a neighbour's ink does not.
-    keep = _grow(mine)
-    keep &= mine | faint[y0:y1, x0:x1]
-    values = work[y0:y1, x0:x1] * keep  # uint8
+        ax0, ay0 = atom.ink_box[:2]
+        cx0, cy0 = max(ax0, x0), max(ay0, y0)
+        cx1, cy1 = min(atom.ink_box[2], x1), min(atom.ink_box[3], y1)
+        into = values[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        np.maximum(into, atom.ink[cy0 - ay0 : cy1 - ay0, cx0 - ax0 : cx1 - ax0], out=into)
     orders = {(a.piece, a.order) for a in members}
     # The cuts on its sides: on the left of an atom whose left neighbour is not in it
     # (their strokes crossed count), on the right of one whose right neighbour is not.
@@ -303,7 +339,7 @@ def _candidate(plan: Plan, first: int, last: int, gaps: float, work, faint):
         "partial": 0.0 if whole else 1.0,
     })
     try:
-        crop = centred(Image.frombuffer("L", values.shape[::-1], values, "raw", "L", 0, 1))
+        crop = centred(values)
     except ApiError:  # too little ink to be a digit
         candidate.blank = True
         crop = np.zeros((28, 28), np.uint8)
@@ -321,12 +357,49 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+# ---------------------------------------------------------------- the lattice
+
+
+def _shareable(plan: Plan, atom: Atom) -> bool:
+    """An atom between two cuts of one piece, narrow enough to be a shared stroke."""
+    return (atom.cut_before is not None and atom.order + 1 < plan.piece_atoms[atom.piece]
+            and atom.x1 - atom.x0 <= SHARE_WIDTH * plan.height)
+
+
+def _pair_features(plan: Plan) -> np.ndarray:
+    """(pairs, len(PAIR_FEATURES)): two digits side by side, by their boxes: how much
+    of the narrower one's columns the other covers, how their heights differ, how
+    far apart their middles and their bottoms are (times the digit height). The
+    digits of one number are alike in size and line up; a digit cut in two is not."""
+    lattice = plan.lattice
+    boxes = np.array([c.box for c in plan.candidates], np.float64).reshape(-1, 4)
+    a = boxes[lattice.edges[lattice.pairs[:, 0], 2]]
+    b = boxes[lattice.edges[lattice.pairs[:, 1], 2]]
+    narrower = np.maximum(np.minimum(a[:, 2] - a[:, 0], b[:, 2] - b[:, 0]), 1.0)
+    covered = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
+    heights = np.log(np.maximum(a[:, 3] - a[:, 1], 1.0) / np.maximum(b[:, 3] - b[:, 1], 1.0))
+    middles = np.abs(a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) / (2 * plan.height)
+    bottoms = np.abs(a[:, 3] - b[:, 3]) / plan.height
+    span = (np.maximum(a[:, 2], b[:, 2]) - np.minimum(a[:, 0], b[:, 0])) / plan.height
+    partial = np.array([c.shape["partial"] for c in plan.candidates]).reshape(-1)
+    parts = (partial[lattice.edges[lattice.pairs[:, 0], 2]]
+             * partial[lattice.edges[lattice.pairs[:, 1], 2]])
+    return np.stack((covered / narrower, np.abs(heights), middles, bottoms, span, parts),
+                    axis=1)
+
+
 # ---------------------------------------------------------------- decoding
 
 FEATURES = ("log_top", "log_rest", "log_second", "one", "wide", "wide_over_75",
             "wide_over_100", "one_wide", "whole_wide", "short_of_75", "short_of_60",
             "light_short", "gaps", "cuts", "sides", "more_pieces", "partial",
-            "log_digit", "log_not_digit", "bias")
+            "log_digit", "log_not_digit", "bias", "partial_log_top", "partial_log_rest",
+            "partial_log_not_digit")
+# An edge's features: its candidate's, then those of the atom it shares, if any.
+SHARE_FEATURES = ("shared", "shared_wide", "shared_light")
+EDGE_FEATURES = FEATURES + SHARE_FEATURES
+PAIR_FEATURES = ("pair_covered", "pair_heights", "pair_middles", "pair_bottoms", "pair_span",
+                 "pair_parts")
 
 
 def features(plan: Plan, probs: np.ndarray) -> np.ndarray:
@@ -354,48 +427,33 @@ def features(plan: Plan, probs: np.ndarray) -> np.ndarray:
             max(0.0, 0.75 - g["tall"]), max(0.0, 0.6 - g["tall"]),
             max(0.0, 1.0 - g["light"]), g["gaps"], g["cuts"], g["sides"], g["pieces"] - 1,
             g["partial"], digit_logs[k, 0], digit_logs[k, 1], 1.0))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES))
+    out = np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES) - 3)
+    # A part of a piece that the model reads with confidence is often a fragment of a
+    # digit (the stem of a 4 reads as a 1): the model's answer weighs differently there.
+    partial = out[:, FEATURES.index("partial"), None]
+    return np.hstack((out, partial * out[:, [0, 1, FEATURES.index("log_not_digit")]]))
 
 
-def digit_scores(plan: Plan, probs: np.ndarray) -> np.ndarray:
-    """Per candidate, its score as one digit of the reading: WEIGHTS . FEATURES,
-    fitted by tools/fit_segment.py. The best reading has the highest sum."""
-    out = features(plan, probs) @ np.array([WEIGHTS[name] for name in FEATURES])
-    out[[c.blank for c in plan.candidates]] = -np.inf
-    return out
+def edge_features(plan: Plan, probs: np.ndarray) -> np.ndarray:
+    """(edges, len(EDGE_FEATURES)): what the score of each edge of the plan's lattice
+    is made of."""
+    edges = plan.lattice.edges
+    shared = np.zeros((len(edges), len(SHARE_FEATURES)))
+    for e in np.flatnonzero(edges[:, 3] >= 0):
+        atom = plan.atoms[edges[e, 3]]
+        shared[e] = (1.0, (atom.x1 - atom.x0) / plan.height,
+                     atom.mass / (MIN_DIGIT_MASS * plan.height * plan.stroke))
+    return np.hstack((features(plan, probs)[edges[:, 2]], shared))
 
 
-def best_path(spans: list[tuple[int, int]], scores: np.ndarray, n: int) -> list[int]:
-    """The candidates (spans of atoms [first, last)) that cover atoms 0..n once, in
-    order, with the highest total score."""
-    best = np.full(n + 1, -np.inf)
-    best[0] = 0.0
-    back = np.full(n + 1, -1)
-    for k in sorted(range(len(spans)), key=lambda k: spans[k][1]):
-        first, last = spans[k]
-        score = best[first] + scores[k]
-        if score > best[last]:
-            best[last], back[last] = score, k
-    chosen = []
-    j = n
-    while j > 0:
-        k = int(back[j])
-        chosen.append(k)
-        j = spans[k][0]
-    return chosen[::-1]
-
-
-def segmentation_probability(spans: list[tuple[int, int]], scores: np.ndarray, n: int,
-                             chosen: list[int], temperature: float) -> float:
-    """How sure the scores are of the chosen partition: exp(its score / T) over the sum
-    of exp(score / T) over every partition of the atoms (the forward algorithm)."""
-    total = np.full(n + 1, -np.inf)
-    total[0] = 0.0
-    scaled = np.asarray(scores, dtype=np.float64) / temperature
-    for k in sorted(range(len(spans)), key=lambda k: spans[k][1]):
-        first, last = spans[k]
-        total[last] = np.logaddexp(total[last], total[first] + scaled[k])
-    return float(np.exp(min(0.0, scaled[chosen].sum() - total[n])))
+def lattice_scores(plan: Plan, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per edge, its score as one digit of the reading (WEIGHTS . EDGE_FEATURES; -inf
+    for a blank candidate), and per pair, its score (WEIGHTS . PAIR_FEATURES); fitted
+    by tools/fit_segment.py. The best reading has the highest sum."""
+    edge = edge_features(plan, probs) @ np.array([WEIGHTS[name] for name in EDGE_FEATURES])
+    edge[[plan.candidates[k].blank for k in plan.lattice.edges[:, 2]]] = -np.inf
+    pair = plan.pair_x @ np.array([WEIGHTS[name] for name in PAIR_FEATURES])
+    return edge, pair
 
 
 def decode(plan: Plan, probs: np.ndarray) -> dict:
@@ -404,14 +462,15 @@ def decode(plan: Plan, probs: np.ndarray) -> dict:
     rows = np.asarray(probs, dtype=np.float64)
     if rows.ndim != 2 or len(rows) != len(plan.candidates) or rows.shape[1] < 10:
         raise ValueError(f"{rows.shape} answers for {len(plan.candidates)} candidates")
-    spans = [(c.first, c.last) for c in plan.candidates]
-    scores = digit_scores(plan, rows)
-    chosen = best_path(spans, scores, len(plan.atoms))
+    scores, pair_scores = lattice_scores(plan, rows)
+    chosen = best_path(plan.lattice, scores, pair_scores)
+    if not chosen:
+        raise ApiError(422, "blank_image", "the drawing holds too little ink for a digit")
     probs = rows[:, :10]
     if len(chosen) > plan.max_digits:
         raise _too_many(len(chosen), plan.max_digits)
     digits = []
-    for k in chosen:
+    for k in plan.lattice.edges[chosen, 2]:
         p = probs[k]
         d = int(np.argmax(p))
         digits.append({
@@ -421,8 +480,7 @@ def decode(plan: Plan, probs: np.ndarray) -> dict:
             "box": _image_box(plan, plan.candidates[k].box),
         })
     # The whole string is right when the partition is and every digit is read right.
-    confidence = segmentation_probability(spans, scores, len(plan.atoms), chosen,
-                                          SEGMENT_TEMPERATURE)
+    confidence = probability(plan.lattice, chosen, scores, pair_scores, SEGMENT_TEMPERATURE)
     confidence *= float(np.prod([dg["confidence"] for dg in digits]))
     return {"number": "".join(str(dg["digit"]) for dg in digits), "digits": digits,
             "confidence": confidence}

@@ -97,8 +97,8 @@ def read_oracle(numbers, model_dir: str | None = None):
     out = []
     for number in numbers:
         items = collect([number], model_dir=model_dir)  # [] when the plan is refused
-        readable = bool(items) and right_path(items[0], np.zeros(items[0]["x"].shape[1])) \
-            is not None
+        readable = bool(items) and right_path(items[0], np.zeros(
+            items[0]["x"].shape[1] + items[0]["px"].shape[1])) is not None
         out.append(({"number": number.label if readable else ""}, 0.0))
     return out
 

@@ -488,3 +488,21 @@ def test_does_not_import_tensorflow():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_small_crops_are_resized_as_pillow_resizes_them():
+    """api/segment.py's crops skip Pillow's per-image overhead: the numpy Lanczos gives
+    Pillow's pixels exactly, for every shape it is used for (either pass first)."""
+    from api.preprocess import BOX, REDUCING_GAP, _fit
+
+    rng = np.random.default_rng(0)
+    shapes = [(int(h), int(w)) for h, w in rng.integers(1, 90, (300, 2))] + [
+        (70, 9), (76, 21), (34, 17), (20, 20), (21, 1), (1, 40)]
+    tried = 0
+    for h, w in shapes:
+        ink = ((rng.random((h, w)) < 0.5) * rng.integers(0, 256, (h, w))).astype(np.uint8)
+        want = _fit(Image.fromarray(ink))  # an image goes through Pillow
+        assert np.array_equal(_fit(ink), want), (h, w)
+        scale = BOX / max(h, w)
+        tried += max(w / max(1, round(w * scale)), h / max(1, round(h * scale))) < 2 * REDUCING_GAP
+    assert tried > 200  # most took the numpy path

@@ -201,3 +201,59 @@ def test_the_canvas_png_is_what_the_page_sends():
     img = Image.open(io.BytesIO(png(number_strokes("1"))))
     assert img.mode == "RGBA" and img.size == (840, 280)
     assert img.getchannel("A").getextrema() == (0, 255)
+
+
+def _readings(edges: np.ndarray, n: int) -> list[list[int]]:
+    """Every path of the lattice from state 0 to boundary n, by brute force."""
+    out, stack = [], [(0, [])]
+    while stack:
+        state, path = stack.pop()
+        if state // 2 == n:
+            out.append(path)
+        for e in np.flatnonzero(edges[:, 0] == state):
+            stack.append((int(edges[e, 1]), [*path, int(e)]))
+    return out
+
+
+def test_the_lattice_shares_an_atom_only_between_two_digits_that_keep_one_of_their_own():
+    """Readings of a touching pair's plan: every digit holds an atom no other digit
+    holds, the digits cover the atoms in order, and a shared atom is one between two
+    cuts of one piece. The best path is the best of them all, edges and pairs
+    scored, and the whole-string probabilities of all readings sum to one."""
+    from api.lattice import best_path, path_score, probability
+    from api.segment import SHARE_WIDTH
+
+    plan = plan_of(png(number_strokes("40", gap=-8)))
+    lattice, n = plan.lattice, len(plan.atoms)
+    readings = _readings(lattice.edges, n)
+    assert len(readings) > 1
+    shared_any = False
+    for path in readings:
+        spans = [(plan.candidates[lattice.edges[e, 2]].first,
+                  plan.candidates[lattice.edges[e, 2]].last) for e in path]
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert len(lattice.path_pairs(path)) == len(path) - 1  # every step is a pair
+        for (_, l0), (f1, _), e in zip(spans, spans[1:], path[1:], strict=False):
+            shared = int(lattice.edges[e, 3])
+            if shared < 0:
+                assert f1 == l0
+                continue
+            shared_any = True
+            atom = plan.atoms[shared]
+            assert f1 == shared == l0 - 1  # the last atom of one, the first of the next
+            assert atom.cut_before is not None and atom.order + 1 < plan.piece_atoms[atom.piece]
+            assert atom.x1 - atom.x0 <= SHARE_WIDTH * plan.height
+        for i, (f, last) in enumerate(spans):  # an atom of its own
+            held = set(range(f, last))
+            for j, (f2, l2) in enumerate(spans):
+                if j != i:
+                    held -= set(range(f2, l2))
+            assert held
+    assert shared_any, "the pair's plan offers no shared atom"
+    rng = np.random.default_rng(0)
+    scores, pair_scores = rng.normal(size=len(lattice.edges)), rng.normal(size=len(lattice.pairs))
+    totals = [path_score(lattice, p, scores, pair_scores) for p in readings]
+    best = best_path(lattice, scores, pair_scores)
+    assert math.isclose(path_score(lattice, best, scores, pair_scores), max(totals))
+    assert math.isclose(sum(probability(lattice, p, scores, pair_scores, 1.5) for p in readings),
+                        1.0, rel_tol=1e-9)
