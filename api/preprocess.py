@@ -353,8 +353,10 @@ _PRECISION_BITS = 22  # Pillow's fixed point for 8-bit resampling (32 - 8 - 2)
 
 
 def _clip8(sums: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor((sums + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)),
-                   0, 255)
+    """Pillow's rounding of a fixed-point sum to 8 bits (exact: the scale is 2**-22)."""
+    out = np.floor(sums * (1.0 / (1 << _PRECISION_BITS)) + 0.5, out=sums)
+    np.maximum(out, 0.0, out=out)
+    return np.minimum(out, 255.0, out=out)
 
 
 @functools.lru_cache(maxsize=4096)

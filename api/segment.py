@@ -369,8 +369,9 @@ def _shareable(plan: Plan, atom: Atom) -> bool:
 def _pair_features(plan: Plan) -> np.ndarray:
     """(pairs, len(PAIR_FEATURES)): two digits side by side, by their boxes: how much
     of the narrower one's columns the other covers, how their heights differ, how
-    far apart their middles and their bottoms are (times the digit height). The
-    digits of one number are alike in size and line up; a digit cut in two is not."""
+    far apart their middles and their bottoms are, how wide both are together (times
+    the digit height), and whether both are parts of pieces. The digits of one
+    number are alike in size and line up; a digit cut in two is not."""
     lattice = plan.lattice
     boxes = np.array([c.box for c in plan.candidates], np.float64).reshape(-1, 4)
     a = boxes[lattice.edges[lattice.pairs[:, 0], 2]]
