@@ -29,8 +29,10 @@ scores add up highest, by dynamic programming. A digit's score is linear in
 ``EDGE_FEATURES``: the model's top and second probabilities (and its not_a_digit
 score when the model has one), its width and height against the row's digit
 height, its ink, the gaps between its strokes, the ink its cuts cross, the atom it
-shares. Two neighbours' score is linear in ``PAIR_FEATURES``: how their columns
-overlap, how their heights and lines differ. ``WEIGHTS`` are fitted on drawn
+shares (the model's answer weighs differently for a part of a piece). Two
+neighbours' score is linear in ``PAIR_FEATURES``: how their columns overlap, how
+their heights and lines differ, how wide both are together, whether both are parts
+of pieces. ``WEIGHTS`` are fitted on drawn
 numbers by tools/fit_segment.py (a structured perceptron on whole readings); the
 per-digit bias is the prior against over-splitting. Refit them when the model
 changes.
