@@ -322,9 +322,9 @@ def _fit(ink: Image.Image | np.ndarray) -> np.ndarray:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size == (width, height):
         return np.asarray(ink)
-    if isinstance(ink, np.ndarray) and max(width / size[0], height / size[1]) < 2 * REDUCING_GAP:
-        return _lanczos(ink, size)
     if isinstance(ink, np.ndarray):
+        if max(width / size[0], height / size[1]) < 2 * REDUCING_GAP:
+            return _lanczos(ink, size)
         ink = Image.fromarray(ink)
     return np.asarray(ink.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP))
 

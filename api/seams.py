@@ -206,13 +206,12 @@ def cuts(pieces: list, work: np.ndarray, height: float, stroke: float) -> list:
     which, cols = which[chosen], cols[chosen]
     paths = _trace(steps_down, steps_up, picked[which, cols], cols)
     costs = values[chosen] / stroke
-    if STRAIGHT:
-        lines, line_costs, line_owner = _straight(energy, pieces, wanted, offsets, height, stroke)
-        paths = np.concatenate((paths, lines))
-        costs = np.concatenate((costs, line_costs))
-        owner = np.concatenate((owner, line_owner))
-        order = np.lexsort((costs, owner))  # each piece's cuts, cheapest first
-        paths, costs, owner = paths[order], costs[order], owner[order]
+    lines, line_costs, line_owner = _straight(energy, pieces, wanted, offsets, height, stroke)
+    paths = np.concatenate((paths, lines))
+    costs = np.concatenate((costs, line_costs))
+    owner = np.concatenate((owner, line_owner))
+    order = np.lexsort((costs, owner))  # each piece's cuts, cheapest first
+    paths, costs, owner = paths[order], costs[order], owner[order]
     least = MIN_DIGIT_MASS * height * stroke
     # The ink of the strip left of each column, row by row: the ink of a part between
     # two columns is a difference of two lookups, with no mask per part. A seam never
@@ -243,6 +242,7 @@ def _straight(energy, pieces, wanted, offsets, height, stroke):
     slopes STRAIGHT, with the ink they cross (the strip's columns per row, as _trace's)."""
     rows = energy.shape[0]
     every_row = np.arange(rows)
+    slopes = np.array(STRAIGHT)
     paths, costs, owner = [], [], []
     for n, (i, offset) in enumerate(zip(wanted, offsets, strict=True)):
         x0, y0, x1, y1 = pieces[i].box
@@ -251,7 +251,6 @@ def _straight(energy, pieces, wanted, offsets, height, stroke):
         starts = np.arange(margin, width - margin, STRAIGHT_STEP)
         if not len(starts):
             continue
-        slopes = np.array(STRAIGHT)
         cols = starts[:, None, None] + slopes[None, :, None] * (every_row - mid)[None, None]
         cols = np.clip(np.round(cols), 0, width - 1).astype(np.int64).reshape(-1, rows)
         cols += offset

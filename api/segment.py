@@ -375,9 +375,9 @@ def _pair_features(plan: Plan) -> np.ndarray:
     the digit height), and whether both are parts of pieces. The digits of one
     number are alike in size and line up; a digit cut in two is not."""
     lattice = plan.lattice
+    first, second = lattice.edges[lattice.pairs, 2].reshape(-1, 2).T  # their candidates
     boxes = np.array([c.box for c in plan.candidates], np.float64).reshape(-1, 4)
-    a = boxes[lattice.edges[lattice.pairs[:, 0], 2]]
-    b = boxes[lattice.edges[lattice.pairs[:, 1], 2]]
+    a, b = boxes[first], boxes[second]
     narrower = np.maximum(np.minimum(a[:, 2] - a[:, 0], b[:, 2] - b[:, 0]), 1.0)
     covered = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
     heights = np.log(np.maximum(a[:, 3] - a[:, 1], 1.0) / np.maximum(b[:, 3] - b[:, 1], 1.0))
@@ -385,19 +385,21 @@ def _pair_features(plan: Plan) -> np.ndarray:
     bottoms = np.abs(a[:, 3] - b[:, 3]) / plan.height
     span = (np.maximum(a[:, 2], b[:, 2]) - np.minimum(a[:, 0], b[:, 0])) / plan.height
     partial = np.array([c.shape["partial"] for c in plan.candidates]).reshape(-1)
-    parts = (partial[lattice.edges[lattice.pairs[:, 0], 2]]
-             * partial[lattice.edges[lattice.pairs[:, 1], 2]])
+    parts = partial[first] * partial[second]
     return np.stack((covered / narrower, np.abs(heights), middles, bottoms, span, parts),
                     axis=1)
 
 
 # ---------------------------------------------------------------- decoding
 
-FEATURES = ("log_top", "log_rest", "log_second", "one", "wide", "wide_over_75",
-            "wide_over_100", "one_wide", "whole_wide", "short_of_75", "short_of_60",
-            "light_short", "gaps", "cuts", "sides", "more_pieces", "partial",
-            "log_digit", "log_not_digit", "bias", "partial_log_top", "partial_log_rest",
-            "partial_log_not_digit")
+_OWN_FEATURES = ("log_top", "log_rest", "log_second", "one", "wide", "wide_over_75",
+                 "wide_over_100", "one_wide", "whole_wide", "short_of_75", "short_of_60",
+                 "light_short", "gaps", "cuts", "sides", "more_pieces", "partial",
+                 "log_digit", "log_not_digit", "bias")
+# A part of a piece that the model reads with confidence is often a fragment of a digit
+# (the stem of a 4 reads as a 1): for parts, these answers weigh differently.
+_PARTIAL_OF = ("log_top", "log_rest", "log_not_digit")
+FEATURES = _OWN_FEATURES + tuple(f"partial_{name}" for name in _PARTIAL_OF)
 # An edge's features: its candidate's, then those of the atom it shares, if any.
 SHARE_FEATURES = ("shared", "shared_wide", "shared_light")
 EDGE_FEATURES = FEATURES + SHARE_FEATURES
@@ -430,11 +432,9 @@ def features(plan: Plan, probs: np.ndarray) -> np.ndarray:
             max(0.0, 0.75 - g["tall"]), max(0.0, 0.6 - g["tall"]),
             max(0.0, 1.0 - g["light"]), g["gaps"], g["cuts"], g["sides"], g["pieces"] - 1,
             g["partial"], digit_logs[k, 0], digit_logs[k, 1], 1.0))
-    out = np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES) - 3)
-    # A part of a piece that the model reads with confidence is often a fragment of a
-    # digit (the stem of a 4 reads as a 1): the model's answer weighs differently there.
-    partial = out[:, FEATURES.index("partial"), None]
-    return np.hstack((out, partial * out[:, [0, 1, FEATURES.index("log_not_digit")]]))
+    out = np.asarray(rows, dtype=np.float64).reshape(-1, len(_OWN_FEATURES))
+    partial = out[:, _OWN_FEATURES.index("partial"), None]
+    return np.hstack((out, partial * out[:, [_OWN_FEATURES.index(n) for n in _PARTIAL_OF]]))
 
 
 def edge_features(plan: Plan, probs: np.ndarray) -> np.ndarray:
